@@ -1,0 +1,315 @@
+"""The store file format: names, version, and validation of an opened file.
+
+A store is one HDF5 file. Root attributes describe it; per-image tables are
+plain numeric/string datasets; pixels (and optional masks) live in one dataset
+each. See README.md, "Store format", for the specification this code checks.
+
+Everything read from a file is treated as untrusted: every number is bounds
+checked against the file size and against the other tables before use, and
+links, external storage and virtual datasets are rejected.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import StoreFormatError
+
+FORMAT_NAME = "lazypatch-store"
+FORMAT_VERSION = 1
+LAYOUTS = ("tiled", "contiguous", "chunked")
+COMPRESSIONS = ("gzip", "lzf")
+DEFAULT_TILE = {2: 64, 3: 32}
+PIXEL_KINDS = "biuf"  # bool, signed, unsigned, float
+MASK_KINDS = "biu"
+LOCK_ERRNOS = {errno.EAGAIN, errno.EACCES, errno.ENOLCK, 35, 524}  # 35: EAGAIN on macOS; 524: ENOTSUPP
+
+# root attribute names
+A_FORMAT = "lazypatch_format"
+A_VERSION = "lazypatch_format_version"
+A_LIBRARY = "lazypatch_version"
+A_LAYOUT = "layout"
+A_NDIM = "spatial_ndim"
+A_CHANNELS = "channels"
+A_CHANNEL_AXIS = "channel_axis"
+A_DTYPE = "dtype"
+A_MASK_DTYPE = "mask_dtype"
+A_TILE = "tile"
+A_COMPRESSION = "compression"
+A_COMPRESSION_OPTS = "compression_opts"
+A_CHECKSUM = "checksum"
+A_NUM_IMAGES = "num_images"
+
+# dataset names
+D_SHAPES = "shapes"
+D_TILE_OFFSETS = "tile_offsets"
+D_PIXEL_OFFSETS = "pixel_offsets"
+D_PIXELS = "pixels"
+D_MASKS = "masks"
+D_CRC = "crc32"
+D_MASK_CRC = "mask_crc32"
+D_NAMES = "names"
+D_META = "meta"
+
+
+def tile_grid(shapes: np.ndarray, tile) -> np.ndarray:
+    """Tiles per axis of each image: ceil(shape / tile), int64."""
+    tile = np.asarray(tile, dtype=np.int64)
+    return -(-np.asarray(shapes, dtype=np.int64) // tile)
+
+
+def extent_offsets(shapes: np.ndarray, layout: str, tile) -> np.ndarray:
+    """Cumulative start (n + 1,) of each image in tiles (tiled, chunked) or pixels."""
+    sizes = (tile_grid(shapes, tile) if layout != "contiguous" else shapes).prod(axis=1)
+    offsets = np.zeros(len(shapes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return offsets
+
+
+@dataclass
+class ArrayInfo:
+    """Where one stored array (pixels or masks) lives."""
+
+    dtype: np.dtype
+    record_shape: tuple  # shape of one record: tile + (C,), tile, (C,) or ()
+    offset: int | None  # byte offset in the file (uncompressed layouts)
+    nbytes: int
+
+    @property
+    def record_bytes(self) -> int:
+        return int(np.prod(self.record_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass
+class StoreInfo:
+    path: str
+    layout: str
+    spatial_ndim: int
+    channels: int
+    channel_axis: bool
+    tile: tuple | None
+    compression: str | None
+    checksum: bool
+    shapes: np.ndarray
+    offsets: np.ndarray  # tile_offsets or pixel_offsets
+    pixels: ArrayInfo
+    masks: ArrayInfo | None
+    file_size: int
+    identity: tuple  # (size, mtime_ns, inode)
+    attrs: dict = field(default_factory=dict)
+
+
+def file_identity(stat: os.stat_result) -> tuple:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def check_path(path) -> str:
+    """A readable regular file, else FileNotFoundError / IsADirectoryError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such store file", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a store is an HDF5 file, got a directory", path)
+    return path
+
+
+def open_h5(path: str, locking=None):
+    """Open an HDF5 file read-only, translating h5py's errors into clear ones."""
+    import h5py
+
+    kwargs = {} if locking is None else {"locking": locking}
+    try:
+        return h5py.File(path, "r", **kwargs)
+    except OSError as exc:
+        message = str(exc)
+        if "unable to lock file" in message.lower() or getattr(exc, "errno", None) in LOCK_ERRNOS:
+            raise OSError(
+                getattr(exc, "errno", None) or errno.EAGAIN,
+                f"cannot lock {path!r} for reading ({message}); another process holds it "
+                "open for writing, or the file system does not support locks (NFS): pass "
+                "locking=False or set HDF5_USE_FILE_LOCKING=FALSE",
+            ) from exc
+        truncated = re.search(r"stored_eof = (\d+)", message)
+        if "truncated file" in message and truncated:
+            raise StoreFormatError(
+                f"{path!r} is truncated: it has {os.path.getsize(path)} bytes, "
+                f"its HDF5 header expects {truncated.group(1)}"
+            ) from exc
+        if "signature" in message.lower() or "not an hdf5" in message.lower():
+            raise StoreFormatError(f"{path!r} is not an HDF5 file, so not a lazypatch store") from exc
+        raise StoreFormatError(f"cannot open {path!r} as HDF5: {message}") from exc
+
+
+def _attr(f, name, path, kind=None):
+    if name not in f.attrs:
+        raise StoreFormatError(f"{path!r} is not a valid lazypatch store (no {name!r} attribute)")
+    value = f.attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if kind is int:
+        if not (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))):
+            raise StoreFormatError(f"{path!r}: attribute {name!r} must be an integer, got {value!r}")
+        return int(value)
+    if kind is str and not isinstance(value, str):
+        raise StoreFormatError(f"{path!r}: attribute {name!r} must be a string, got {value!r}")
+    return value
+
+
+def _dataset(f, name, path, required=True):
+    """A dataset reached by a hard link, with no external or virtual storage."""
+    import h5py
+
+    link = f.get(name, getlink=True)
+    if link is None:
+        if required:
+            raise StoreFormatError(f"{path!r}: dataset {name!r} is missing")
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise StoreFormatError(
+            f"{path!r}: {name!r} is a {type(link).__name__}; a store only holds its own data"
+        )
+    dataset = f[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise StoreFormatError(f"{path!r}: {name!r} is not a dataset")
+    dcpl = dataset.id.get_create_plist()
+    if dataset.is_virtual or dcpl.get_external_count():
+        raise StoreFormatError(
+            f"{path!r}: dataset {name!r} uses external or virtual storage, which a store may not"
+        )
+    return dataset
+
+
+def _array_info(f, name, path, layout, dtype, record_shape, records, file_size, tile, comp):
+    import h5py
+
+    dataset = _dataset(f, name, path)
+    expected = (records,) + tuple(record_shape)
+    if dataset.shape != expected:
+        raise StoreFormatError(f"{path!r}: {name!r} has shape {dataset.shape}, tables say {expected}")
+    if dataset.dtype != dtype:
+        raise StoreFormatError(f"{path!r}: {name!r} has dtype {dataset.dtype}, attributes say {dtype}")
+    nbytes = records * int(np.prod(record_shape, dtype=np.int64)) * dtype.itemsize
+    dcpl = dataset.id.get_create_plist()
+    if layout == "chunked":
+        if dataset.chunks != (1,) + tuple(record_shape):
+            raise StoreFormatError(
+                f"{path!r}: {name!r} has chunks {dataset.chunks}, expected one tile per chunk"
+            )
+        if (dataset.compression or None) != comp:
+            raise StoreFormatError(
+                f"{path!r}: {name!r} uses compression {dataset.compression!r}, attributes say {comp!r}"
+            )
+        return ArrayInfo(dtype, tuple(record_shape), None, nbytes)
+    if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_nfilters():
+        raise StoreFormatError(
+            f"{path!r}: {name!r} must be an uncompressed contiguous dataset for layout {layout!r}"
+        )
+    offset = dataset.id.get_offset()
+    if offset is None or offset < 0 or offset + nbytes > file_size:
+        raise StoreFormatError(
+            f"{path!r} is truncated or damaged: {name!r} needs bytes up to "
+            f"{(offset or 0) + nbytes}, the file has {file_size}"
+        )
+    return ArrayInfo(dtype, tuple(record_shape), int(offset), nbytes)
+
+
+def _plain(value):
+    """An HDF5 attribute as a plain Python value (JSON-ready)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.dtype.kind != "O" else [str(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_store_info(path, locking=None) -> StoreInfo:
+    """Open, validate and describe a store; the HDF5 file is closed on return."""
+    path = check_path(path)
+    stat = os.stat(path)
+    with open_h5(path, locking) as f:
+        name = f.attrs.get(A_FORMAT)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if name is None:
+            raise StoreFormatError(f"{path!r} is not a lazypatch store (no {A_FORMAT!r} attribute)")
+        if name != FORMAT_NAME:
+            raise StoreFormatError(f"{path!r} is not a lazypatch store ({A_FORMAT} is {name!r})")
+        version = _attr(f, A_VERSION, path, int)
+        if version != FORMAT_VERSION:
+            newer = " (newer than this lazypatch: upgrade it)" if version > FORMAT_VERSION else ""
+            raise StoreFormatError(
+                f"{path!r} has store format version {version}, this lazypatch reads "
+                f"version {FORMAT_VERSION}{newer}"
+            )
+        layout = _attr(f, A_LAYOUT, path, str)
+        if layout not in LAYOUTS:
+            raise StoreFormatError(f"{path!r}: unknown layout {layout!r}")
+        ndim = _attr(f, A_NDIM, path, int)
+        channels = _attr(f, A_CHANNELS, path, int)
+        num_images = _attr(f, A_NUM_IMAGES, path, int)
+        if ndim not in (2, 3) or not 1 <= channels <= 1 << 16 or num_images < 1:
+            raise StoreFormatError(
+                f"{path!r}: bad header (spatial_ndim={ndim}, channels={channels}, "
+                f"num_images={num_images})"
+            )
+        channel_axis = bool(_attr(f, A_CHANNEL_AXIS, path))
+        try:
+            dtype = np.dtype(_attr(f, A_DTYPE, path, str))
+            mask_text = _attr(f, A_MASK_DTYPE, path, str)
+            mask_dtype = np.dtype(mask_text) if mask_text else None
+        except TypeError as exc:
+            raise StoreFormatError(f"{path!r}: unreadable dtype attribute ({exc})") from exc
+        if dtype.kind not in PIXEL_KINDS or (mask_dtype is not None and mask_dtype.kind not in MASK_KINDS):
+            raise StoreFormatError(f"{path!r}: unsupported dtypes {dtype}, {mask_dtype}")
+        compression = _attr(f, A_COMPRESSION, path, str) or None
+        if compression is not None and compression not in COMPRESSIONS:
+            raise StoreFormatError(f"{path!r}: unknown compression {compression!r}")
+        checksum = bool(_attr(f, A_CHECKSUM, path))
+        tile = None
+        if layout != "contiguous":
+            tile = np.asarray(_attr(f, A_TILE, path))
+            if tile.shape != (ndim,) or tile.dtype.kind not in "iu" or tile.min() < 1 or tile.max() > 1 << 20:
+                raise StoreFormatError(f"{path!r}: bad tile attribute {tile!r}")
+            tile = tuple(int(v) for v in tile)
+
+        shapes_ds = _dataset(f, D_SHAPES, path)
+        if shapes_ds.shape != (num_images, ndim) or shapes_ds.dtype.kind not in "iu":
+            raise StoreFormatError(
+                f"{path!r}: {D_SHAPES!r} has shape {shapes_ds.shape} ({shapes_ds.dtype}), "
+                f"expected ({num_images}, {ndim}) integers"
+            )
+        shapes = shapes_ds[()].astype(np.int64)
+        if shapes.min() < 1 or shapes.max() > 1 << 40:
+            raise StoreFormatError(f"{path!r}: {D_SHAPES!r} holds impossible image sizes")
+        expected = extent_offsets(shapes, layout, tile or 1)
+        offsets_name = D_PIXEL_OFFSETS if layout == "contiguous" else D_TILE_OFFSETS
+        offsets_ds = _dataset(f, offsets_name, path)
+        if offsets_ds.shape != expected.shape or not np.array_equal(offsets_ds[()], expected):
+            raise StoreFormatError(
+                f"{path!r}: {offsets_name!r} disagrees with the image shapes (damaged store)"
+            )
+        records = int(expected[-1])
+        inner = tuple(tile) if layout != "contiguous" else ()
+        pixels = _array_info(f, D_PIXELS, path, layout, dtype, inner + (channels,), records,
+                             stat.st_size, tile, compression)
+        masks = None
+        if mask_dtype is not None:
+            masks = _array_info(f, D_MASKS, path, layout, mask_dtype, inner, records,
+                                stat.st_size, tile, compression)
+        for table in (D_CRC, D_NAMES, D_META) + ((D_MASK_CRC,) if masks else ()):
+            if _dataset(f, table, path).shape != (num_images,):
+                raise StoreFormatError(f"{path!r}: {table!r} must have one entry per image")
+        attrs = {key: _plain(value) for key, value in f.attrs.items()}
+    return StoreInfo(
+        path=path, layout=layout, spatial_ndim=ndim, channels=channels,
+        channel_axis=channel_axis, tile=tile, compression=compression, checksum=checksum,
+        shapes=shapes, offsets=expected, pixels=pixels, masks=masks,
+        file_size=stat.st_size, identity=file_identity(stat), attrs=attrs,
+    )

@@ -1,0 +1,642 @@
+"""Building a store: validation, tiling, atomic publication.
+
+The pixel and mask datasets of the uncompressed layouts are reserved in the
+HDF5 file with h5py (contiguous, allocated early, never filled) and their bytes
+are then written with ``os.pwrite`` at the dataset's file offset: HDF5 sees a
+plain dataset, and the writer pays no h5py call per tile.
+
+When every image's shape is known before the first pixel is written (a list
+or tuple of arrays, a stacked array, or file headers read first) the bytes go
+straight to their final place. Otherwise (a generator) they are spooled to a
+temporary file beside the target and copied into place at the end
+(``os.copy_file_range``), because a contiguous HDF5 dataset cannot grow.
+
+NOTE [atomic write]: everything is written to a temporary file in the target
+folder, flushed, fsynced and moved into place with ``os.replace`` (or
+``os.link`` when ``overwrite`` is false, which fails instead of replacing a
+file that appeared meanwhile), then the folder is fsynced. An exception or
+interrupt removes the temporary files; the target is never half-written.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import _format as fmt
+from ._geometry import axis_tuple, describe_shape, is_int
+from .errors import ParameterError, ParameterTypeError, StoreExistsError
+
+_SPOOL_COPY_CHUNK = 1 << 30
+_BAND_BYTES = 16 << 20  # rows per write in the contiguous layout
+_MAX_TILE_BYTES = 256 << 20
+_MISSING = object()
+
+
+def lazypatch_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# -- options ---------------------------------------------------------------------
+def check_options(spatial_ndim, layout, tile, compression, compression_opts, checksum):
+    """Validate the layout options; returns (tile tuple or None, compression_opts)."""
+    if not is_int(spatial_ndim) or spatial_ndim not in (2, 3):
+        raise ParameterError(f"spatial_ndim must be 2 or 3, got {spatial_ndim!r}")
+    if layout not in fmt.LAYOUTS:
+        raise ParameterError(f"layout must be one of {fmt.LAYOUTS}, got {layout!r}")
+    if compression is not None and compression not in fmt.COMPRESSIONS:
+        raise ParameterError(
+            f"compression must be None or one of {fmt.COMPRESSIONS}, got {compression!r}"
+        )
+    if not isinstance(checksum, (bool, np.bool_)):
+        raise ParameterTypeError(f"checksum must be True or False, got {checksum!r}")
+    for name, value in (("compression", compression), ("checksum", checksum)):
+        if value and layout != "chunked":
+            raise ParameterError(
+                f"{name}={value!r} needs layout='chunked' (HDF5 filters work on chunks), "
+                f"got layout={layout!r}"
+            )
+    if compression_opts is not None:
+        if compression != "gzip":
+            raise ParameterError(
+                f"compression_opts applies to compression='gzip' only, got "
+                f"compression_opts={compression_opts!r} with compression={compression!r}"
+            )
+        if not is_int(compression_opts) or not 0 <= compression_opts <= 9:
+            raise ParameterError(f"compression_opts must be a gzip level 0..9, got {compression_opts!r}")
+    if layout == "contiguous":
+        if tile is not None:
+            raise ParameterError(
+                f"tile applies to the 'tiled' and 'chunked' layouts, got tile={tile!r} "
+                "with layout='contiguous'"
+            )
+        return None, compression_opts
+    tile = axis_tuple(fmt.DEFAULT_TILE[spatial_ndim] if tile is None else tile, spatial_ndim, "tile")
+    return tile, compression_opts
+
+
+def check_target(path, overwrite) -> str:
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        path = os.fsdecode(path)
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise ParameterTypeError(f"overwrite must be True or False, got {overwrite!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, "the folder of the store does not exist", folder)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a store is a file, the path is a directory", path)
+    if os.path.lexists(path) and not overwrite:
+        raise StoreExistsError(
+            errno.EEXIST, "a file exists at the store path; pass overwrite=True to replace it", path
+        )
+    return path
+
+
+# -- one image -----------------------------------------------------------------------
+class ImageSpec:
+    """What the first image fixes for the whole store."""
+
+    def __init__(self, dtype, channels, channel_axis):
+        self.dtype, self.channels, self.channel_axis = dtype, channels, channel_axis
+
+
+def store_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    return dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype
+
+
+def _as_arraylike(value, what: str, position: int):
+    if hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__getitem__"):
+        return value
+    if isinstance(value, (str, bytes, Mapping)) or value is None:
+        raise ParameterTypeError(
+            f"{what} {position} must be an array or array-like, got {type(value).__name__}"
+        )
+    return np.asarray(value)
+
+
+def describe_image(image, position: int, spatial_ndim: int):
+    """(spatial shape, ImageSpec) of one image, or a clear error."""
+    shape = tuple(int(v) for v in image.shape)
+    if len(shape) not in (spatial_ndim, spatial_ndim + 1):
+        axes = "(H, W) or (H, W, C)" if spatial_ndim == 2 else "(Z, Y, X) or (Z, Y, X, C)"
+        raise ParameterError(
+            f"image {position} has shape {shape}; with spatial_ndim={spatial_ndim} an image "
+            f"is {axes}, channels last"
+        )
+    dtype = np.dtype(image.dtype)
+    if dtype.kind not in fmt.PIXEL_KINDS:
+        raise ParameterError(
+            f"image {position} has dtype {dtype}; images must be bool, integer or float"
+        )
+    spatial = shape[:spatial_ndim]
+    if min(spatial) < 1:
+        raise ParameterError(f"image {position} is empty: shape {shape}")
+    channel_axis = len(shape) == spatial_ndim + 1
+    channels = shape[-1] if channel_axis else 1
+    if channel_axis and channels < 1:
+        raise ParameterError(f"image {position} has no channels: shape {shape}")
+    return spatial, ImageSpec(store_dtype(dtype), channels, channel_axis)
+
+
+def check_same(spec: ImageSpec, first: ImageSpec, position: int) -> None:
+    if spec.dtype != first.dtype:
+        raise ParameterError(
+            f"all images must share one dtype: image 0 is {first.dtype.name}, "
+            f"image {position} is {spec.dtype.name}"
+        )
+    if spec.channel_axis != first.channel_axis:
+        kinds = {True: "has a channel axis", False: "has none"}
+        raise ParameterError(
+            "images must all have a channel axis or none ((H, W) and (H, W, 1) do not mix): "
+            f"image 0 {kinds[first.channel_axis]}, image {position} {kinds[spec.channel_axis]}"
+        )
+    if spec.channels != first.channels:
+        raise ParameterError(
+            f"all images must have the same number of channels: image 0 has "
+            f"{first.channels}, image {position} has {spec.channels}"
+        )
+
+
+def check_mask(mask, spatial, position: int, first_dtype):
+    shape = tuple(int(v) for v in mask.shape)
+    if shape != tuple(spatial):
+        raise ParameterError(
+            f"mask {position} has shape {shape}, its image has spatial shape {tuple(spatial)}"
+        )
+    dtype = np.dtype(mask.dtype)
+    if dtype.kind not in fmt.MASK_KINDS:
+        raise ParameterError(f"mask {position} has dtype {dtype}; masks must be integer or bool")
+    dtype = store_dtype(dtype)
+    if first_dtype is not None and dtype != first_dtype:
+        raise ParameterError(
+            f"all masks must share one dtype: mask 0 is {first_dtype.name}, "
+            f"mask {position} is {dtype.name}"
+        )
+    return dtype
+
+
+def meta_text(value, position: int) -> str:
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise ParameterTypeError(f"meta {position} must be a dict or None, got {type(value).__name__}")
+
+    def convert(obj):
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    try:
+        return json.dumps(dict(value), default=convert, allow_nan=True, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"meta {position} cannot be stored as JSON: {exc}") from exc
+
+
+def cut_tiles(band: np.ndarray, tile: tuple) -> np.ndarray:
+    """Tiles (n, *tile, C) of a band (h <= tile[0], *spatial, C), zero padded, C order."""
+    spatial = band.shape[:-1]
+    channels = band.shape[-1]
+    grid = [-(-s // t) for s, t in zip(spatial[1:], tile[1:])]
+    full = (tile[0],) + tuple(g * t for g, t in zip(grid, tile[1:]))
+    if tuple(spatial) != full:
+        padded = np.zeros(full + (channels,), dtype=band.dtype)
+        padded[tuple(slice(0, s) for s in spatial)] = band
+        band = padded
+    if len(tile) == 2:
+        split = band.reshape(tile[0], grid[0], tile[1], channels).transpose(1, 0, 2, 3)
+    else:
+        split = band.reshape(tile[0], grid[0], tile[1], grid[1], tile[2], channels)
+        split = split.transpose(1, 3, 0, 2, 4, 5)
+    return np.ascontiguousarray(split)
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def fsync_folder(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str, target: str, overwrite: bool) -> None:
+    """Move a finished temporary file to ``target`` (NOTE [atomic write])."""
+    if overwrite:
+        os.replace(tmp, target)
+    else:
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise StoreExistsError(
+                errno.EEXIST, "a file appeared at the store path while writing", target
+            ) from None
+        except OSError:  # no hard links here (some network or FAT file systems)
+            if os.path.lexists(target):
+                raise StoreExistsError(errno.EEXIST, "a file exists at the store path", target)
+            os.replace(tmp, target)
+        else:
+            os.unlink(tmp)
+    fsync_folder(target)
+
+
+# -- the builder -----------------------------------------------------------------------
+class _StoredArray:
+    """One array (pixels or masks) being written: where its bytes go."""
+
+    def __init__(self, record_shape, dtype):
+        self.record_shape = tuple(record_shape)
+        self.dtype = dtype
+        self.record_bytes = int(np.prod(record_shape, dtype=np.int64)) * dtype.itemsize
+        self.dataset = None  # chunked: the h5py dataset
+        self.fd = None  # raw: where bytes go (the store itself or a spool file)
+        self.base = 0  # raw: byte offset of record 0 in self.fd
+        self.spool = None  # raw: spool path when the size was unknown
+
+
+class Builder:
+    """Writes images one at a time into a temporary HDF5 file."""
+
+    def __init__(self, tmp_path, *, spatial_ndim, layout, tile, compression, compression_opts,
+                 checksum, planned_shapes=None, check_finite=False):
+        import h5py
+
+        self.tmp_path = tmp_path
+        self.ndim = spatial_ndim
+        self.layout = layout
+        self.tile = tile
+        self.compression = compression
+        self.compression_opts = compression_opts
+        self.checksum = bool(checksum)
+        self.check_finite = check_finite
+        self.planned = planned_shapes
+        self.spec = None
+        self.mask_dtype = None
+        self.shapes, self.crcs, self.mask_crcs, self.names, self.metas = [], [], [], [], []
+        self.records = 0  # tiles (tiled, chunked) or pixels (contiguous) written so far
+        self.pixels = self.masks = None
+        self.h5 = h5py.File(tmp_path, "w", track_order=False)
+        self.fd = os.open(tmp_path, os.O_RDWR)
+        self.nbytes = 0
+
+    # records per image
+    def _image_records(self, spatial) -> int:
+        if self.layout == "contiguous":
+            return int(np.prod(spatial, dtype=np.int64))
+        return int(np.prod([-(-s // t) for s, t in zip(spatial, self.tile)], dtype=np.int64))
+
+    def _total_records(self, shapes) -> int:
+        return int(sum(self._image_records(s) for s in shapes))
+
+    def _record_shape(self, channels):
+        inner = () if self.layout == "contiguous" else self.tile
+        return inner + ((channels,) if channels else ())
+
+    def _new_array(self, name, dtype, channels) -> _StoredArray:
+        array = _StoredArray(self._record_shape(channels), dtype)
+        if array.record_bytes > _MAX_TILE_BYTES:
+            raise ParameterError(
+                f"tile {self.tile} makes records of {array.record_bytes} bytes; keep tiles under "
+                f"{_MAX_TILE_BYTES >> 20} MiB"
+            )
+        if self.layout == "chunked":
+            known = self._total_records(self.planned) if self.planned else 0
+            array.dataset = self.h5.create_dataset(
+                name, shape=(known,) + array.record_shape, maxshape=(None,) + array.record_shape,
+                dtype=dtype, chunks=(1,) + array.record_shape, compression=self.compression,
+                compression_opts=self.compression_opts, fletcher32=self.checksum,
+                track_times=False,
+            )
+        elif self.planned is not None:
+            array.fd, array.base = self.fd, self._reserve(name, array, self._total_records(self.planned))
+        else:
+            array.spool = f"{self.tmp_path}.{name}.spool"
+            array.fd = os.open(array.spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        return array
+
+    def _reserve(self, name, array: _StoredArray, records: int) -> int:
+        """A contiguous dataset allocated now and never filled by HDF5; its file offset."""
+        import h5py
+
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        dcpl.set_obj_track_times(False)
+        dataset = self.h5.create_dataset(
+            name, shape=(records,) + array.record_shape, dtype=array.dtype, dcpl=dcpl
+        )
+        offset = dataset.id.get_offset()
+        if offset is None:  # pragma: no cover - HDF5 allocates early as asked
+            raise RuntimeError(f"HDF5 did not allocate {name!r}")
+        return int(offset)
+
+    def add(self, position, image, mask, name, meta) -> None:
+        image = _as_arraylike(image, "image", position)
+        spatial, spec = describe_image(image, position, self.ndim)
+        if self.spec is None:
+            self.spec = spec
+            self.pixels = self._new_array(fmt.D_PIXELS, spec.dtype, spec.channels)
+        else:
+            check_same(spec, self.spec, position)
+        if self.planned is not None and tuple(self.planned[position]) != tuple(spatial):
+            raise ParameterError(
+                f"image {position} has spatial shape {spatial}, but its shape attribute said "
+                f"{tuple(self.planned[position])}"
+            )
+        if mask is not None:
+            mask = _as_arraylike(mask, "mask", position)
+            dtype = check_mask(mask, spatial, position, self.mask_dtype)
+            if self.masks is None:
+                if position != 0:
+                    raise ParameterError(f"mask {position} given, but image 0 had no mask")
+                self.mask_dtype = dtype
+                self.masks = self._new_array(fmt.D_MASKS, dtype, 0)
+        elif self.masks is not None:
+            raise ParameterError(f"image {position} has no mask; every image needs one")
+        start = self.records
+        self.crcs.append(self._write(self.pixels, image, spatial, start, spec.channel_axis, position))
+        if mask is not None:
+            self.mask_crcs.append(self._write(self.masks, mask, spatial, start, False, position))
+        self.records += self._image_records(spatial)
+        self.shapes.append(spatial)
+        self.names.append(str(position) if name is None else name)
+        self.metas.append(meta_text(meta, position))
+
+    def _bands(self, array: _StoredArray, spatial):
+        """(start, stop) row ranges along the first axis, in write order."""
+        if self.layout == "contiguous":
+            row = int(np.prod(spatial[1:], dtype=np.int64)) * array.record_bytes
+            step = max(1, _BAND_BYTES // max(row, 1))
+        else:
+            step = self.tile[0]
+        return [(r, min(r + step, spatial[0])) for r in range(0, spatial[0], step)]
+
+    def _write(self, array: _StoredArray, source, spatial, start, channel_axis, position) -> int:
+        """Copy one image (or mask) band by band; returns the CRC32 of its C-order bytes."""
+        crc = 0
+        per_band = None
+        if self.layout != "contiguous":
+            per_band = int(np.prod([-(-s // t) for s, t in zip(spatial[1:], self.tile[1:])]))
+        for band_number, (r0, r1) in enumerate(self._bands(array, spatial)):
+            band = np.ascontiguousarray(source[r0:r1], dtype=array.dtype)
+            if self.check_finite and band.dtype.kind == "f" and not np.isfinite(band).all():
+                raise ParameterError(
+                    f"image {position} holds NaN or infinite values (check_finite=True)"
+                )
+            crc = zlib.crc32(band, crc)
+            if not channel_axis:
+                band = band[..., None]
+            if self.layout == "contiguous":
+                first = start + r0 * int(np.prod(spatial[1:], dtype=np.int64))
+                data = band
+            else:
+                first = start + band_number * per_band
+                data = cut_tiles(band, self.tile)
+            if not array.record_shape or array.record_shape[-1] != data.shape[-1]:
+                data = data.reshape((-1,) + array.record_shape)
+            self._put(array, first, data)
+        return crc
+
+    def _put(self, array: _StoredArray, first: int, data: np.ndarray) -> None:
+        count = data.size // max(1, int(np.prod(array.record_shape, dtype=np.int64)))
+        if array.dataset is not None:
+            if array.dataset.shape[0] < first + count:
+                array.dataset.resize(first + count, axis=0)
+            array.dataset[first:first + count] = data.reshape((count,) + array.record_shape)
+        else:
+            _pwrite_all(array.fd, data, array.base + first * array.record_bytes)
+        self.nbytes += data.nbytes
+
+    def finish(self) -> None:
+        import h5py
+
+        if self.spec is None:
+            raise ParameterError("images is empty: a store needs at least one image")
+        for name, array in ((fmt.D_PIXELS, self.pixels), (fmt.D_MASKS, self.masks)):
+            if array is not None and array.spool is not None:
+                base = self._reserve(name, array, self.records)
+                _copy_range(array.fd, self.fd, self.records * array.record_bytes, base)
+        shapes = np.asarray(self.shapes, dtype=np.int64).reshape(-1, self.ndim)
+        h5 = self.h5
+        h5.create_dataset(fmt.D_SHAPES, data=shapes, track_times=False)
+        offsets = fmt.extent_offsets(shapes, self.layout, self.tile or 1)
+        offsets_name = fmt.D_PIXEL_OFFSETS if self.layout == "contiguous" else fmt.D_TILE_OFFSETS
+        h5.create_dataset(offsets_name, data=offsets, track_times=False)
+        h5.create_dataset(fmt.D_CRC, data=np.asarray(self.crcs, dtype=np.uint32), track_times=False)
+        if self.masks is not None:
+            h5.create_dataset(fmt.D_MASK_CRC, data=np.asarray(self.mask_crcs, dtype=np.uint32),
+                              track_times=False)
+        text = h5py.string_dtype("utf-8")
+        h5.create_dataset(fmt.D_NAMES, data=np.asarray(self.names, dtype=object), dtype=text,
+                          track_times=False)
+        h5.create_dataset(fmt.D_META, data=np.asarray(self.metas, dtype=object), dtype=text,
+                          track_times=False)
+        attrs = {
+            fmt.A_FORMAT: fmt.FORMAT_NAME,
+            fmt.A_VERSION: fmt.FORMAT_VERSION,
+            fmt.A_LIBRARY: lazypatch_version(),
+            fmt.A_LAYOUT: self.layout,
+            fmt.A_NDIM: self.ndim,
+            fmt.A_CHANNELS: self.spec.channels,
+            fmt.A_CHANNEL_AXIS: self.spec.channel_axis,
+            fmt.A_DTYPE: self.spec.dtype.str,
+            fmt.A_MASK_DTYPE: self.mask_dtype.str if self.mask_dtype is not None else "",
+            fmt.A_COMPRESSION: self.compression or "",
+            fmt.A_COMPRESSION_OPTS: -1 if self.compression_opts is None else self.compression_opts,
+            fmt.A_CHECKSUM: self.checksum,
+            fmt.A_NUM_IMAGES: len(self.shapes),
+        }
+        if self.tile is not None:
+            attrs[fmt.A_TILE] = np.asarray(self.tile, dtype=np.int64)
+        for key, value in attrs.items():
+            h5.attrs[key] = value
+        h5.close()
+        os.fsync(self.fd)
+        self.close()
+
+    def close(self) -> None:
+        """Release every handle and remove spool files (not the temporary store)."""
+        if self.h5 is not None and self.h5.id.valid:
+            self.h5.close()
+        self.h5 = None
+        for array in (self.pixels, self.masks):
+            if array is not None and array.spool is not None:
+                if array.fd is not None:
+                    os.close(array.fd)
+                    array.fd = None
+                if os.path.exists(array.spool):
+                    os.unlink(array.spool)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _copy_range(src_fd: int, dst_fd: int, count: int, dst_offset: int) -> None:
+    """Copy ``count`` bytes from the start of src to dst at dst_offset, in the kernel if possible."""
+    done = 0
+    use_kernel = hasattr(os, "copy_file_range")
+    while done < count:
+        step = min(_SPOOL_COPY_CHUNK, count - done)
+        if use_kernel:
+            try:
+                copied = os.copy_file_range(src_fd, dst_fd, step, done, dst_offset + done)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                use_kernel = False
+                continue
+            if copied == 0:
+                raise OSError(errno.EIO, "spool file ended early")
+        else:
+            data = os.pread(src_fd, step, done)
+            if not data:
+                raise OSError(errno.EIO, "spool file ended early")
+            _pwrite_all(dst_fd, data, dst_offset + done)
+            copied = len(data)
+        done += copied
+
+
+# -- input handling ------------------------------------------------------------------------
+def planned_shapes(images, spatial_ndim):
+    """Spatial shapes of every image when known without reading pixels, else None."""
+    if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+        if all(hasattr(item, "shape") and len(item.shape) >= spatial_ndim for item in images):
+            return [tuple(int(v) for v in item.shape[:spatial_ndim]) for item in images]
+        return None
+    shape = getattr(images, "shape", None)
+    if shape is not None and hasattr(images, "__getitem__") and len(shape) >= spatial_ndim + 1:
+        return [tuple(int(v) for v in shape[1:1 + spatial_ndim])] * int(shape[0])
+    return None
+
+
+def _iterate(values, what: str):
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes, Mapping)):
+        raise ParameterTypeError(f"{what} must be an iterable of per-image values, got {type(values).__name__}")
+    try:
+        return iter(values)
+    except TypeError:
+        raise ParameterTypeError(f"{what} must be iterable, got {type(values).__name__}") from None
+
+
+def zip_inputs(images, masks, names, meta):
+    """Yield (position, image, mask, name, meta); the optional inputs must match in length."""
+    image_iter = _iterate(images, "images")
+    others = {"masks": _iterate(masks, "masks"), "names": _iterate(names, "names"),
+              "meta": _iterate(meta, "meta")}
+    position = -1
+    for position, image in enumerate(image_iter):
+        row = {}
+        for key, iterator in others.items():
+            if iterator is None:
+                row[key] = None
+                continue
+            value = next(iterator, _MISSING)
+            if value is _MISSING:
+                raise ParameterError(f"{key} has {position} entries, fewer than the images")
+            row[key] = value
+        name = row["names"]
+        if name is not None and not isinstance(name, str):
+            raise ParameterTypeError(f"names must be strings, got {type(name).__name__} at {position}")
+        yield position, image, row["masks"], name, row["meta"]
+    for key, iterator in others.items():
+        if iterator is not None and next(iterator, _MISSING) is not _MISSING:
+            raise ParameterError(f"{key} has more entries than the {position + 1} images")
+
+
+def prevalidate(images, masks, spatial_ndim, shapes) -> None:
+    """Check every shape and dtype before any file is created (shapes known up front)."""
+    first = None
+    mask_dtype = None
+    mask_list = masks if isinstance(masks, Sequence) and not isinstance(masks, str) else None
+    for position, image in enumerate(images if isinstance(images, Sequence) else []):
+        image = _as_arraylike(image, "image", position)
+        spatial, spec = describe_image(image, position, spatial_ndim)
+        if first is None:
+            first = spec
+        else:
+            check_same(spec, first, position)
+        if mask_list is not None and position < len(mask_list) and mask_list[position] is not None:
+            mask = _as_arraylike(mask_list[position], "mask", position)
+            mask_dtype = check_mask(mask, spatial, position, mask_dtype)
+    if mask_list is not None and len(mask_list) != len(shapes):
+        raise ParameterError(f"masks has {len(mask_list)} entries for {len(shapes)} images")
+
+
+def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, layout="tiled",
+          tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
+          progress=None, check_finite=False) -> str:
+    """Write a store (see ``lazypatch.write_store``); returns the final path."""
+    tile, compression_opts = check_options(
+        spatial_ndim, layout, tile, compression, compression_opts, checksum
+    )
+    target = check_target(path, overwrite)
+    if images is None or isinstance(images, (str, bytes, Mapping)):
+        raise ParameterTypeError(
+            f"images must be an iterable of arrays, got {type(images).__name__}"
+        )
+    shapes = planned_shapes(images, spatial_ndim)
+    if shapes is not None:
+        if not shapes:
+            raise ParameterError("images is empty: a store needs at least one image")
+        prevalidate(images, masks, spatial_ndim, shapes)
+    show = progress if progress is not None else sys.stderr.isatty()
+    folder, base = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    builder = None
+    try:
+        builder = Builder(
+            tmp, spatial_ndim=spatial_ndim, layout=layout, tile=tile, compression=compression,
+            compression_opts=compression_opts, checksum=checksum, planned_shapes=shapes,
+            check_finite=check_finite,
+        )
+        bar = _progress_bar(show, len(shapes) if shapes is not None else None)
+        try:
+            for position, image, mask, name, image_meta in zip_inputs(images, masks, names, meta):
+                builder.add(position, image, mask, name, image_meta)
+                bar.update(1)
+        finally:
+            bar.close()
+        builder.finish()
+        publish(tmp, target, overwrite)
+    except BaseException:
+        if builder is not None:
+            builder.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def _progress_bar(show: bool, total):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", desc="lazypatch write", disable=not show,
+                file=sys.stderr, leave=False)

@@ -1,0 +1,190 @@
+"""The ``lazypatch`` command line: build, info, bench, demo.
+
+``main(argv=None) -> int`` is testable in-process; ``python -m lazypatch``
+and the ``lazypatch`` console script both call it. Every subcommand goes
+through the public API only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from . import __version__
+from .errors import LazypatchError
+
+__all__ = ["main"]
+
+
+def _int_list(text: str):
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or comma-separated ints, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected an int or comma-separated ints, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lazypatch",
+        description="Random-access training patches from image collections larger than RAM.",
+    )
+    parser.add_argument("--version", action="version", version=f"lazypatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    build = commands.add_parser("build", help="write a store from a folder of image files")
+    build.add_argument("source", help="folder (searched recursively) or glob of PNG, JPEG, TIFF or .npy files")
+    build.add_argument("output", help="the store file to write (.h5)")
+    build.add_argument("--masks", metavar="DIR", help="folder of masks, paired with images by file stem")
+    build.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. '_mask'")
+    build.add_argument("--layout", default="tiled", choices=("tiled", "contiguous", "chunked"))
+    build.add_argument("--tile", type=_int_list, help="tile size, an int or per-axis 'Y,X'")
+    build.add_argument("--compression", choices=("gzip", "lzf"), help="needs --layout chunked")
+    build.add_argument("--checksum", action="store_true", help="fletcher32 per chunk (needs --layout chunked)")
+    build.add_argument("--spatial-ndim", type=int, default=2, choices=(2, 3))
+    build.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=cmd_build)
+
+    info = commands.add_parser("info", help="describe a store")
+    info.add_argument("store")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--patch", type=_int_list, help="also count patches of this size")
+    info.add_argument("--stride", type=_int_list)
+    info.add_argument("--edge", default="drop", choices=("drop", "shift", "pad"))
+    info.set_defaults(func=cmd_info)
+
+    bench = commands.add_parser("bench", help="measure random-access throughput side by side with baselines")
+    from ._bench import add_arguments
+
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+
+    demo = commands.add_parser("demo", help="build a store from sample images and read patches from it")
+    demo.add_argument("--out", default="lazypatch-demo", help="folder for the store and the picture")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (LazypatchError, OSError, ValueError, TypeError) as exc:
+        print(f"lazypatch {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"lazypatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- build ---------------------------------------------------------------------------
+def cmd_build(args) -> int:
+    from ._files import FileImages, list_images, pair_masks
+    from .store import write_store
+
+    paths = list_images(args.source)
+    if not paths:
+        raise FileNotFoundError(f"no PNG, JPEG, TIFF or .npy files in {args.source!r}")
+    images = FileImages(paths)
+    masks = FileImages(pair_masks(paths, args.masks, args.mask_suffix)) if args.masks else None
+    root = args.source if os.path.isdir(args.source) else os.path.dirname(args.source) or "."
+    names = [os.path.relpath(p, root) for p in paths]
+    store = write_store(
+        args.output, images, masks=masks, names=names, spatial_ndim=args.spatial_ndim,
+        layout=args.layout, tile=args.tile, compression=args.compression,
+        checksum=args.checksum, overwrite=args.overwrite,
+        progress=False if args.no_progress else None,
+    )
+    print(f"wrote {len(store)} images ({store.nbytes / 1e6:.1f} MB) to {store.path}")
+    return 0
+
+
+# -- info ------------------------------------------------------------------------------
+def describe(store, patch=None, stride=None, edge="drop") -> dict:
+    """The facts ``lazypatch info`` prints, as a dict."""
+    shapes = store.shapes
+    facts = {
+        "path": store.path,
+        "images": len(store),
+        "spatial_ndim": store.spatial_ndim,
+        "shape_min": shapes.min(axis=0).tolist(),
+        "shape_median": np.median(shapes, axis=0).tolist(),
+        "shape_max": shapes.max(axis=0).tolist(),
+        "dtype": store.dtype.name,
+        "channels": store.channels,
+        "channel_axis": store.channel_axis,
+        "masks": store.mask_dtype.name if store.has_masks else None,
+        "layout": store.layout,
+        "tile": list(store.tile) if store.tile else None,
+        "compression": store.compression,
+        "checksum": store.checksum,
+        "read_path": _read_path(store),
+        "pixels": int(shapes.prod(axis=1).sum()),
+        "bytes_on_disk": store.nbytes,
+        "format_version": store.attrs.get("lazypatch_format_version"),
+        "written_by": store.attrs.get("lazypatch_version"),
+    }
+    if patch is not None:
+        from .index import PatchIndex
+
+        index = PatchIndex(shapes, patch, stride, edge)
+        per_patch = int(np.prod(index.patch_size)) * store.channels * store.dtype.itemsize
+        facts["grid"] = {
+            "patch_size": list(index.patch_size),
+            "stride": list(index.stride),
+            "edge": edge,
+            "patches": len(index),
+            "images_without_patches": int((index.counts == 0).sum()),
+            "bytes_per_epoch": len(index) * per_patch,
+        }
+    return facts
+
+
+def _read_path(store) -> str:
+    if store.layout == "chunked":
+        return "h5py (compressed or checksummed chunks are decoded by HDF5)"
+    return {
+        "auto": "memory map when the page cache holds the data, else pread (asked per batch)",
+        "mmap": "memory map",
+        "pread": "pread from a thread pool",
+    }[store.io]
+
+
+def cmd_info(args) -> int:
+    from .store import ImageStore
+
+    with ImageStore(args.store) as store:
+        facts = describe(store, args.patch, args.stride, args.edge)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return 0
+    width = max(len(k) for k in facts)
+    for key, value in facts.items():
+        if key == "grid":
+            for sub, subvalue in value.items():
+                print(f"{('grid.' + sub):<{width + 5}}  {subvalue}")
+        else:
+            print(f"{key:<{width + 5}}  {value}")
+    return 0
+
+
+# -- bench and demo ----------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from ._bench import run
+
+    return run(args)
+
+
+def cmd_demo(args) -> int:
+    from ._demo import run
+
+    return run(args.out)

@@ -1,0 +1,333 @@
+"""``PatchDataset``: a torch map-style Dataset of grid patches read lazily from a store.
+
+Three ways to read, from most compatible to fastest:
+
+* ``ds[i]`` / ``DataLoader(ds, batch_size=B)``: one sample dict per patch;
+  torch's DataLoader calls :meth:`PatchDataset.__getitems__` with a whole
+  batch of indices, which reads them with one vectorized locate and one
+  gather, then hands back per-sample views of one fresh batch buffer.
+* ``collate_fn=lazypatch.collate``: as above, but batching the views back is
+  free (no second copy).
+* ``ds.read_batch(indices)`` or ``DataLoader(ds, batch_size=None,
+  sampler=BatchSampler(...))``: one dict of stacked tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from ._geometry import is_int
+from .errors import ParameterError, ParameterTypeError
+from .index import PatchIndex, as_int_array
+from .store import ImageStore, check_pad
+
+__all__ = ["PatchDataset", "collate"]
+
+_POOL_BYTES = 64 << 20
+
+
+class _BufferPool:
+    """Batch buffers, reused once nobody references them any more.
+
+    NOTE [buffer reuse]: a fresh multi-megabyte allocation is mapped anew by
+    the allocator and costs one page fault per 4 KiB on first write (about as
+    much as the copy itself, measured). A buffer is handed out again only when
+    its reference count shows that no tensor or array made from it is alive,
+    so callers cannot tell it from fresh memory.
+    """
+
+    def __init__(self, limit: int = _POOL_BYTES):
+        self._buffers: list[np.ndarray] = []
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def take(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        with self._lock:
+            for buffer in self._buffers:
+                # three references: the list, this loop variable, getrefcount's argument
+                if buffer.nbytes == nbytes and sys.getrefcount(buffer) == 3:
+                    return buffer.view(dtype).reshape(shape)
+            buffer = np.empty(nbytes, np.uint8)
+            if sum(b.nbytes for b in self._buffers) + nbytes <= self._limit:
+                self._buffers.append(buffer)
+            return buffer.view(dtype).reshape(shape)
+
+
+def _channels_first(array: np.ndarray, batched: bool) -> torch.Tensor:
+    """(..., *patch, C) numpy -> (..., C, *patch) tensor view (channels-last memory)."""
+    tensor = torch.from_numpy(array)
+    lead = 1 if batched else 0
+    nd = tensor.dim() - lead - 1
+    order = list(range(lead)) + [lead + nd] + list(range(lead, lead + nd))
+    return tensor.permute(order)
+
+
+class PatchDataset(Dataset):
+    """Grid patches of every image of a store, as a torch map-style Dataset.
+
+    Parameters
+    ----------
+    store : ImageStore or path
+    patch_size, stride, edge
+        The grid (see :class:`lazypatch.PatchIndex`).
+    pad_value, mask_pad_value : number
+        Fill for the parts of a patch outside its image (edge="pad", or an
+        image smaller than the patch with edge="shift").
+    transform : callable, optional
+        Applied to each sample dict; returns the new sample.
+    image_ids : sequence of int, optional
+        Restrict the dataset to these images of the store (e.g. a split).
+
+    Samples are dicts with exactly: ``"image"`` (C, *patch) in the store's
+    dtype, ``"image_id"`` (int, the store's image number), ``"origin"`` (int64
+    tensor (spatial_ndim,)), ``"index"`` (the flat index, non-negative) and
+    ``"mask"`` (*patch) when the store has masks. Image tensors are
+    channels-first views of channels-last memory (``torch.channels_last``
+    for 2-D); call ``.contiguous()`` if a consumer needs NCHW memory.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from lazypatch import write_store
+    >>> path = os.path.join(tempfile.mkdtemp(), "d.h5")
+    >>> _ = write_store(path, [np.zeros((64, 96, 3), np.uint8)], progress=False)
+    >>> ds = PatchDataset(path, patch_size=32)
+    >>> len(ds), ds[5]["image"].shape, ds[5]["origin"].tolist()
+    (6, torch.Size([3, 32, 32]), [32, 64])
+    >>> batch = ds.read_batch([0, 5])
+    >>> batch["image"].shape, batch["index"].tolist()
+    (torch.Size([2, 3, 32, 32]), [0, 5])
+    """
+
+    def __init__(self, store, patch_size, stride=None, edge: str = "drop", pad_value=0,
+                 mask_pad_value=0, transform=None, image_ids=None):
+        if isinstance(store, (str, bytes, os.PathLike)):
+            store = ImageStore(store)
+        if not isinstance(store, ImageStore):
+            raise ParameterTypeError(
+                f"store must be an ImageStore or a path, got {type(store).__name__}"
+            )
+        if transform is not None and not callable(transform):
+            raise ParameterTypeError(f"transform must be callable, got {type(transform).__name__}")
+        self.store = store
+        self.pad_value = check_pad(pad_value, store.dtype)
+        self.mask_pad_value = check_pad(mask_pad_value, store.mask_dtype) if store.has_masks else mask_pad_value
+        self.transform = transform
+        self._params = (patch_size, stride, edge)
+        if image_ids is not None:
+            image_ids = as_int_array(image_ids, "image_ids")
+            if image_ids.ndim != 1:
+                raise ParameterError(f"image_ids must be one-dimensional, got shape {image_ids.shape}")
+            image_ids = image_ids.copy()
+            image_ids.flags.writeable = False
+        self.image_ids = image_ids
+        self._build()
+
+    def _build(self) -> None:
+        patch_size, stride, edge = self._params
+        index = PatchIndex(self.store.shapes, patch_size, stride, edge)
+        if self.image_ids is not None:
+            index = index.subset(self.image_ids)
+            if len(index) == 0:
+                raise ParameterError(
+                    f"patch_size {index.patch_size} fits in none of the {len(self.image_ids)} "
+                    f"selected images with edge={edge!r}; use edge='shift' or 'pad', or a "
+                    "smaller patch"
+                )
+            self._ids_view = memoryview(self.image_ids)
+        self.index = index
+        self.patch_size = index.patch_size
+        self.stride = index.stride
+        self.edge = index.edge
+        self._pool = _BufferPool()
+        self._has_masks = self.store.has_masks
+
+    def __getstate__(self):
+        # O(1) in the number of images: the index is rebuilt from the store's tables.
+        state = self.__dict__.copy()
+        for key in ("index", "_pool", "_ids_view"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return (
+            f"PatchDataset({len(self)} patches of {self.patch_size}, stride={self.stride}, "
+            f"edge={self.edge!r}, {self.index.num_images} images of {self.store.path!r})"
+        )
+
+    # -- indices ----------------------------------------------------------------------
+    def _store_ids(self, local):
+        if self.image_ids is None:
+            return local
+        if isinstance(local, int):
+            return self._ids_view[local]
+        return self.image_ids[local]
+
+    def _flat(self, indices) -> np.ndarray:
+        if torch.is_tensor(indices):
+            if indices.is_floating_point() or indices.dtype == torch.bool or indices.is_complex():
+                raise ParameterTypeError(f"patch indices must be integers, got a {indices.dtype} tensor")
+            indices = indices.detach().cpu().numpy()
+        elif isinstance(indices, range):
+            indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
+        flat = as_int_array(indices, "patch indices")
+        if flat.ndim != 1:
+            raise ParameterError(f"patch indices must be one-dimensional, got shape {flat.shape}")
+        return np.array(self.index.normalize(flat), dtype=np.int64)  # a copy: ours to hand out
+
+    # -- reading ----------------------------------------------------------------------
+    def __getitem__(self, key):
+        if is_int(key):
+            return self._sample(int(key))
+        if torch.is_tensor(key) and key.dim() == 0 or isinstance(key, np.ndarray) and key.ndim == 0:
+            if not (key.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+                    if torch.is_tensor(key) else key.dtype.kind in "iu"):
+                raise ParameterTypeError(f"patch index must be an integer, got {key!r}")
+            return self._sample(int(key))
+        if isinstance(key, slice):
+            return self.read_batch(range(*key.indices(len(self))))
+        if isinstance(key, (list, tuple, range, np.ndarray)) or torch.is_tensor(key):
+            return self.read_batch(key)
+        raise ParameterTypeError(
+            f"patch index must be an integer (or a sequence of them), got {type(key).__name__} {key!r}"
+        )
+
+    def _sample(self, flat: int) -> dict:
+        local, origin = self.index._locate_scalar(flat)
+        if flat < 0:
+            flat += len(self.index)
+        image_id = self._store_ids(local)
+        store = self.store
+        image = np.empty(self.patch_size + (store.channels,), store.dtype)
+        mask = np.empty(self.patch_size, store.mask_dtype) if self._has_masks else None
+        store.read_box_unchecked(image_id, origin, self.patch_size, image, mask,
+                                 self.pad_value, self.mask_pad_value)
+        sample = {
+            "image": _channels_first(image, batched=False),
+            "image_id": image_id,
+            "origin": torch.tensor(origin, dtype=torch.int64),
+            "index": flat,
+        }
+        if mask is not None:
+            sample["mask"] = torch.from_numpy(mask)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def _read(self, indices) -> dict:
+        flat = self._flat(indices)
+        local, origins = self.index.locate(flat)
+        image_ids = self._store_ids(local)
+        store = self.store
+        count = flat.size
+        image = self._pool.take((count,) + self.patch_size + (store.channels,), store.dtype)
+        mask = None
+        if self._has_masks:
+            mask = self._pool.take((count,) + self.patch_size, store.mask_dtype)
+        store.read_batch_unchecked(image_ids, origins, self.patch_size, image, mask,
+                                   self.pad_value, self.mask_pad_value)
+        batch = {
+            "image": _channels_first(image, batched=True),
+            "image_id": torch.from_numpy(np.ascontiguousarray(image_ids, dtype=np.int64)),
+            "origin": torch.from_numpy(origins),
+            "index": torch.from_numpy(flat),
+        }
+        if mask is not None:
+            batch["mask"] = torch.from_numpy(mask)
+        return batch
+
+    def read_batch(self, indices) -> dict:
+        """A batch as one dict of stacked tensors.
+
+        Keys: ``image`` (B, C, *patch), ``image_id`` (B,), ``origin`` (B, nd),
+        ``index`` (B,), and ``mask`` (B, *patch) when the store has masks. With a
+        ``transform`` each sample is transformed, then the batch is re-stacked.
+        """
+        batch = self._read(indices)
+        if self.transform is None:
+            return batch
+        return default_collate([self.transform(sample) for sample in _split(batch)])
+
+    def __getitems__(self, indices) -> list:
+        """``[self[i] for i in indices]``, read as one batch (torch's DataLoader calls this)."""
+        samples = _split(self._read(indices))
+        if self.transform is not None:
+            samples = [self.transform(sample) for sample in samples]
+        return samples
+
+
+def _split(batch: dict) -> list:
+    """Per-sample dicts whose tensors are views of the batch's tensors."""
+    images = batch["image"].unbind(0)
+    origins = batch["origin"].unbind(0)
+    image_ids = batch["image_id"].tolist()
+    indices = batch["index"].tolist()
+    if "mask" in batch:
+        masks = batch["mask"].unbind(0)
+        return [
+            {"image": im, "image_id": i, "origin": o, "index": j, "mask": m}
+            for im, i, o, j, m in zip(images, image_ids, origins, indices, masks)
+        ]
+    return [
+        {"image": im, "image_id": i, "origin": o, "index": j}
+        for im, i, o, j in zip(images, image_ids, origins, indices)
+    ]
+
+
+def _stack_views(tensors):
+    """Stack tensors, for free when they are consecutive views of one buffer."""
+    first = tensors[0]
+    step = first.numel()
+    if all(torch.is_tensor(t) for t in tensors) and len(tensors) > 1:
+        start = first.storage_offset()
+        last = tensors[-1]
+        if (
+            last.storage_offset() == start + (len(tensors) - 1) * step
+            and last.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+            and all(
+                t.storage_offset() == start + k * step
+                and t.shape == first.shape
+                and t.stride() == first.stride()
+                and t.dtype == first.dtype
+                and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+                for k, t in enumerate(tensors)
+            )
+        ):
+            return first.as_strided((len(tensors),) + tuple(first.shape),
+                                    (step,) + tuple(first.stride()), start)
+    return torch.stack(tensors)
+
+
+def collate(samples):
+    """A ``collate_fn`` for PatchDataset samples: like torch's default, minus the copy.
+
+    Samples that :meth:`PatchDataset.__getitems__` produced are consecutive
+    views of one batch buffer; their tensors are re-batched as a view of that
+    buffer. Anything else falls back to ``torch.utils.data.default_collate``.
+    """
+    if not samples or not isinstance(samples[0], dict):
+        return default_collate(samples)
+    batch = {}
+    for key in samples[0]:
+        values = [sample[key] for sample in samples]
+        if torch.is_tensor(values[0]):
+            batch[key] = _stack_views(values)
+        elif all(is_int(v) for v in values):
+            batch[key] = torch.tensor(values, dtype=torch.int64)
+        else:
+            batch[key] = default_collate(values)
+    return batch

@@ -1,0 +1,168 @@
+"""PatchDataset: every patch equals numpy slicing of its source, through every API.
+
+Matrix: edges {drop, shift, pad} x with/without masks x ds[i] / __getitems__ /
+read_batch / DataLoader (num_workers 0 and 2; fork and spawn; default
+collate, lazypatch.collate, batch_size=None + BatchSampler) x
+DistributedSampler with 2 replicas. Images are filled with arange so an
+off-by-one shows.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
+
+from lazypatch import PatchDataset, PatchIndex, collate
+from lazypatch.testing import arange_image, brute_force_patches, patch_oracle
+
+SHAPES = [(37, 50), (16, 16), (9, 70), (64, 33)]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from lazypatch import write_store
+
+    images = [arange_image(s + (3,), np.uint16, start=7919 * k) for k, s in enumerate(SHAPES)]
+    masks = [(arange_image(s, np.int64, start=k) % 11).astype(np.uint8) for k, s in enumerate(SHAPES)]
+    folder = tmp_path_factory.mktemp("ds")
+    with_masks = write_store(folder / "m.h5", images, masks=masks, tile=(8, 12), progress=False)
+    plain = write_store(folder / "p.h5", images, tile=16, progress=False)
+    return images, masks, with_masks, plain
+
+
+def expected_sample(images, masks, shapes_ids, flat, patch, stride, edge, pad=0):
+    pairs = brute_force_patches(SHAPES, patch, stride, edge)
+    image_id, origin = pairs[flat]
+    image = patch_oracle(images[image_id], origin, patch, pad)
+    mask = patch_oracle(masks[image_id], origin, patch, 0) if masks is not None else None
+    return image_id, origin, image, mask
+
+
+@pytest.mark.parametrize("edge", ["drop", "shift", "pad"])
+@pytest.mark.parametrize("which", ["with_masks", "plain"])
+def test_every_patch_equals_numpy(source, edge, which):
+    images, masks, with_masks, plain = source
+    store = with_masks if which == "with_masks" else plain
+    masks = masks if which == "with_masks" else None
+    patch, stride = (10, 14), (7, 9)
+    ds = PatchDataset(store, patch, stride, edge=edge, pad_value=65535)
+    pairs = brute_force_patches(SHAPES, patch, stride, edge)
+    assert len(ds) == len(pairs)
+    batch = ds.read_batch(np.arange(len(ds)))
+    samples = ds.__getitems__(list(range(len(ds))))
+    for flat, (image_id, origin) in enumerate(pairs):
+        sample = ds[flat]
+        keys = {"image", "image_id", "origin", "index"} | ({"mask"} if masks else set())
+        assert set(sample) == keys
+        expected = patch_oracle(images[image_id], origin, patch, 65535)
+        assert sample["image"].shape == (3,) + patch and sample["image"].dtype == torch.uint16
+        assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), expected)
+        assert sample["image_id"] == image_id and sample["index"] == flat
+        assert sample["origin"].dtype == torch.int64 and sample["origin"].tolist() == list(origin)
+        for other in (samples[flat], {k: v[flat] for k, v in batch.items()}):
+            assert torch.equal(other["image"], sample["image"])
+            assert int(other["image_id"]) == image_id and int(other["index"]) == flat
+            assert torch.equal(other["origin"], sample["origin"])
+        if masks:
+            expected_mask = patch_oracle(masks[image_id], origin, patch, 0)
+            assert np.array_equal(sample["mask"].numpy(), expected_mask)
+            assert torch.equal(samples[flat]["mask"], sample["mask"])
+            assert torch.equal(batch["mask"][flat], sample["mask"])
+
+
+def test_getitems_order_duplicates_and_index_types(source):
+    _, _, store, _ = source
+    ds = PatchDataset(store, 8)
+    order = [5, 3, 5, 0, len(ds) - 1, -1]
+    samples = ds.__getitems__(order)
+    assert [s["index"] for s in samples] == [i % len(ds) for i in order]
+    assert ds.__getitems__([]) == []
+    for key in (np.int64(3), torch.tensor(3), np.array(3), 3):
+        assert ds[key]["index"] == 3
+    assert ds[-1]["index"] == len(ds) - 1
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    with pytest.raises(TypeError):
+        ds[1.0]
+    with pytest.raises(TypeError):
+        ds[torch.tensor(1.0)]
+    assert ds[torch.tensor([1, 2])]["index"].tolist() == [1, 2]
+
+
+def test_image_ids_transform_and_pickle(source):
+    images, _, store, _ = source
+    seen = []
+
+    def transform(sample):
+        seen.append(sample["index"])
+        sample["image"] = sample["image"].float() / 2
+        return sample
+
+    ds = PatchDataset(store, 8, image_ids=[3, 0], transform=transform)
+    index = PatchIndex([SHAPES[3], SHAPES[0]], 8)
+    assert len(ds) == len(index)
+    sample = ds[0]
+    assert sample["image_id"] == 3 and sample["image"].dtype == torch.float32
+    assert np.array_equal(sample["image"].permute(1, 2, 0).numpy() * 2, images[3][:8, :8])
+    assert seen == [0]
+    batch = ds.read_batch([0, len(ds) - 1])
+    assert batch["image_id"].tolist() == [3, 0] and batch["image"].dtype == torch.float32
+    ds.transform = halve
+    clone = pickle.loads(pickle.dumps(ds))
+    assert len(pickle.dumps(ds)) < 64 * 1024
+    assert torch.equal(clone[5]["image"], ds[5]["image"])
+
+
+def halve(sample):
+    sample["image"] = sample["image"].float() / 2
+    return sample
+
+
+def _epoch(loader):
+    indices = []
+    for batch in loader:
+        if isinstance(batch, list):  # a list of samples
+            batch = collate(batch)
+        indices += batch["index"].tolist()
+        assert batch["image"].shape[1:] == (3, 12, 12)
+    return indices
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_see_each_patch_once(source, context):
+    images, _, store, _ = source
+    ds = PatchDataset(store, 12, stride=5, edge="shift")
+    loader = DataLoader(ds, batch_size=16, shuffle=True, num_workers=2,
+                        multiprocessing_context=context)
+    assert sorted(_epoch(loader)) == list(range(len(ds)))
+    for batch in DataLoader(ds, batch_size=16, num_workers=2, multiprocessing_context=context,
+                            collate_fn=collate):
+        for k in range(len(batch["index"])):
+            i, (y, x) = int(batch["image_id"][k]), batch["origin"][k].tolist()
+            assert np.array_equal(batch["image"][k].permute(1, 2, 0).numpy(),
+                                  patch_oracle(images[i], (y, x), (12, 12)))
+
+
+def test_dataloader_paths_agree(source):
+    _, _, store, _ = source
+    ds = PatchDataset(store, 12, stride=5, edge="shift")
+    everything = list(range(len(ds)))
+    assert sorted(_epoch(DataLoader(ds, batch_size=10, shuffle=True))) == everything
+    assert sorted(_epoch(DataLoader(ds, batch_size=10, shuffle=True, collate_fn=collate))) == everything
+    sampler = BatchSampler(RandomSampler(ds), batch_size=10, drop_last=False)
+    assert sorted(_epoch(DataLoader(ds, batch_size=None, sampler=sampler))) == everything
+    batch = next(iter(DataLoader(ds, batch_size=7, pin_memory=True)))
+    assert batch["image"].shape == (7, 3, 12, 12)
+
+
+def test_distributed_sampler_covers_the_set(source):
+    _, _, store, _ = source
+    ds = PatchDataset(store, 12, stride=5, edge="pad")
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=3)
+        seen += _epoch(DataLoader(ds, batch_size=9, sampler=sampler))
+    assert set(seen) == set(range(len(ds)))
+    assert len(seen) - len(ds) <= 1
