@@ -73,12 +73,18 @@ def extent_offsets(shapes: np.ndarray, layout: str, tile) -> np.ndarray:
 
 @dataclass
 class ArrayInfo:
-    """Where one stored array (pixels or masks) lives."""
+    """Where one stored array (pixels or masks) lives.
+
+    Records are tiles, (C, *tile) for pixels and (*tile) for masks (tiled,
+    chunked), or single values (contiguous: each image is a planar block
+    (C, *shape) starting at value ``offsets[i] * C``).
+    """
 
     dtype: np.dtype
-    record_shape: tuple  # shape of one record: tile + (C,), tile, (C,) or ()
+    record_shape: tuple
     offset: int | None  # byte offset in the file (uncompressed layouts)
     nbytes: int
+    channels: int  # C for pixels, 0 for masks
 
     @property
     def record_bytes(self) -> int:
@@ -184,9 +190,13 @@ def _dataset(f, name, path, required=True):
     return dataset
 
 
-def _array_info(f, name, path, layout, dtype, record_shape, records, file_size, tile, comp):
+def _array_info(f, name, path, layout, dtype, channels, records, file_size, tile, comp):
     import h5py
 
+    if layout == "contiguous":
+        record_shape, records = (), records * max(channels, 1)
+    else:
+        record_shape = ((channels,) if channels else ()) + tuple(tile)
     dataset = _dataset(f, name, path)
     expected = (records,) + tuple(record_shape)
     if dataset.shape != expected:
@@ -204,7 +214,7 @@ def _array_info(f, name, path, layout, dtype, record_shape, records, file_size, 
             raise StoreFormatError(
                 f"{path!r}: {name!r} uses compression {dataset.compression!r}, attributes say {comp!r}"
             )
-        return ArrayInfo(dtype, tuple(record_shape), None, nbytes)
+        return ArrayInfo(dtype, tuple(record_shape), None, nbytes, channels)
     if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_nfilters():
         raise StoreFormatError(
             f"{path!r}: {name!r} must be an uncompressed contiguous dataset for layout {layout!r}"
@@ -215,7 +225,7 @@ def _array_info(f, name, path, layout, dtype, record_shape, records, file_size, 
             f"{path!r} is truncated or damaged: {name!r} needs bytes up to "
             f"{(offset or 0) + nbytes}, the file has {file_size}"
         )
-    return ArrayInfo(dtype, tuple(record_shape), int(offset), nbytes)
+    return ArrayInfo(dtype, tuple(record_shape), int(offset), nbytes, channels)
 
 
 def _plain(value):
@@ -296,12 +306,11 @@ def read_store_info(path, locking=None) -> StoreInfo:
                 f"{path!r}: {offsets_name!r} disagrees with the image shapes (damaged store)"
             )
         records = int(expected[-1])
-        inner = tuple(tile) if layout != "contiguous" else ()
-        pixels = _array_info(f, D_PIXELS, path, layout, dtype, inner + (channels,), records,
+        pixels = _array_info(f, D_PIXELS, path, layout, dtype, channels, records,
                              stat.st_size, tile, compression)
         masks = None
         if mask_dtype is not None:
-            masks = _array_info(f, D_MASKS, path, layout, mask_dtype, inner, records,
+            masks = _array_info(f, D_MASKS, path, layout, mask_dtype, 0, records,
                                 stat.st_size, tile, compression)
         for table in (D_CRC, D_NAMES, D_META) + ((D_MASK_CRC,) if masks else ()):
             if _dataset(f, table, path).shape != (num_images,):

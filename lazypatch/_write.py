@@ -206,7 +206,12 @@ def meta_text(value, position: int) -> str:
 
 
 def cut_tiles(band: np.ndarray, tile: tuple) -> np.ndarray:
-    """Tiles (n, *tile, C) of a band (h <= tile[0], *spatial, C), zero padded, C order."""
+    """Tiles (n, C, *tile) of a band (h <= tile[0], *spatial, C): zero padded, channel-planar.
+
+    >>> band = np.arange(2 * 3 * 2).reshape(2, 3, 2)  # 2 rows, 3 columns, 2 channels
+    >>> cut_tiles(band, (2, 2))[:, 0].tolist()  # channel 0 of the two tiles
+    [[[0, 2], [6, 8]], [[4, 0], [10, 0]]]
+    """
     spatial = band.shape[:-1]
     channels = band.shape[-1]
     grid = [-(-s // t) for s, t in zip(spatial[1:], tile[1:])]
@@ -216,11 +221,11 @@ def cut_tiles(band: np.ndarray, tile: tuple) -> np.ndarray:
         padded[tuple(slice(0, s) for s in spatial)] = band
         band = padded
     if len(tile) == 2:
-        split = band.reshape(tile[0], grid[0], tile[1], channels).transpose(1, 0, 2, 3)
+        split = band.reshape(tile[0], grid[0], tile[1], channels).transpose(1, 3, 0, 2)
     else:
         split = band.reshape(tile[0], grid[0], tile[1], grid[1], tile[2], channels)
-        split = split.transpose(1, 3, 0, 2, 4, 5)
-    return np.ascontiguousarray(split)
+        split = split.transpose(1, 3, 5, 0, 2, 4)
+    return np.ascontiguousarray(split).reshape((-1, channels) + tuple(tile))
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -267,11 +272,17 @@ def publish(tmp: str, target: str, overwrite: bool) -> None:
 
 # -- the builder -----------------------------------------------------------------------
 class _StoredArray:
-    """One array (pixels or masks) being written: where its bytes go."""
+    """One array (pixels or masks) being written: its records and where their bytes go.
 
-    def __init__(self, record_shape, dtype):
+    Tiled and chunked layouts hold one record per tile, (C, *tile) for pixels and
+    (*tile) for masks; the contiguous layout holds single values, each image as
+    one planar block (C, *shape).
+    """
+
+    def __init__(self, record_shape, dtype, channels):
         self.record_shape = tuple(record_shape)
         self.dtype = dtype
+        self.channels = channels  # C for pixels, 0 for masks
         self.record_bytes = int(np.prod(record_shape, dtype=np.int64)) * dtype.itemsize
         self.dataset = None  # chunked: the h5py dataset
         self.fd = None  # raw: where bytes go (the store itself or a spool file)
@@ -310,22 +321,23 @@ class Builder:
             return int(np.prod(spatial, dtype=np.int64))
         return int(np.prod([-(-s // t) for s, t in zip(spatial, self.tile)], dtype=np.int64))
 
-    def _total_records(self, shapes) -> int:
-        return int(sum(self._image_records(s) for s in shapes))
-
-    def _record_shape(self, channels):
-        inner = () if self.layout == "contiguous" else self.tile
-        return inner + ((channels,) if channels else ())
+    def _total_records(self, shapes, array: _StoredArray) -> int:
+        pixels = int(sum(self._image_records(s) for s in shapes))
+        return pixels * max(array.channels, 1) if self.layout == "contiguous" else pixels
 
     def _new_array(self, name, dtype, channels) -> _StoredArray:
-        array = _StoredArray(self._record_shape(channels), dtype)
+        if self.layout == "contiguous":
+            record_shape = ()
+        else:
+            record_shape = ((channels,) if channels else ()) + self.tile
+        array = _StoredArray(record_shape, dtype, channels)
         if array.record_bytes > _MAX_TILE_BYTES:
             raise ParameterError(
                 f"tile {self.tile} makes records of {array.record_bytes} bytes; keep tiles under "
                 f"{_MAX_TILE_BYTES >> 20} MiB"
             )
         if self.layout == "chunked":
-            known = self._total_records(self.planned) if self.planned else 0
+            known = self._total_records(self.planned, array) if self.planned else 0
             array.dataset = self.h5.create_dataset(
                 name, shape=(known,) + array.record_shape, maxshape=(None,) + array.record_shape,
                 dtype=dtype, chunks=(1,) + array.record_shape, compression=self.compression,
@@ -333,7 +345,8 @@ class Builder:
                 track_times=False,
             )
         elif self.planned is not None:
-            array.fd, array.base = self.fd, self._reserve(name, array, self._total_records(self.planned))
+            array.fd = self.fd
+            array.base = self._reserve(name, array, self._total_records(self.planned, array))
         else:
             array.spool = f"{self.tmp_path}.{name}.spool"
             array.fd = os.open(array.spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -391,8 +404,8 @@ class Builder:
     def _bands(self, array: _StoredArray, spatial):
         """(start, stop) row ranges along the first axis, in write order."""
         if self.layout == "contiguous":
-            row = int(np.prod(spatial[1:], dtype=np.int64)) * array.record_bytes
-            step = max(1, _BAND_BYTES // max(row, 1))
+            row = int(np.prod(spatial[1:], dtype=np.int64)) * max(array.channels, 1)
+            step = max(1, _BAND_BYTES // max(row * array.dtype.itemsize, 1))
         else:
             step = self.tile[0]
         return [(r, min(r + step, spatial[0])) for r in range(0, spatial[0], step)]
@@ -400,6 +413,8 @@ class Builder:
     def _write(self, array: _StoredArray, source, spatial, start, channel_axis, position) -> int:
         """Copy one image (or mask) band by band; returns the CRC32 of its C-order bytes."""
         crc = 0
+        pixels = int(np.prod(spatial, dtype=np.int64))
+        row_pixels = pixels // spatial[0]
         per_band = None
         if self.layout != "contiguous":
             per_band = int(np.prod([-(-s // t) for s, t in zip(spatial[1:], self.tile[1:])]))
@@ -412,15 +427,13 @@ class Builder:
             crc = zlib.crc32(band, crc)
             if not channel_axis:
                 band = band[..., None]
-            if self.layout == "contiguous":
-                first = start + r0 * int(np.prod(spatial[1:], dtype=np.int64))
-                data = band
-            else:
-                first = start + band_number * per_band
-                data = cut_tiles(band, self.tile)
-            if not array.record_shape or array.record_shape[-1] != data.shape[-1]:
-                data = data.reshape((-1,) + array.record_shape)
-            self._put(array, first, data)
+            if self.layout != "contiguous":
+                self._put(array, start + band_number * per_band, cut_tiles(band, self.tile))
+                continue
+            # contiguous: the image is one planar block (C, *shape) at value start * C
+            for channel in range(band.shape[-1]):
+                first = (start * band.shape[-1] + channel * pixels + r0 * row_pixels)
+                self._put(array, first, np.ascontiguousarray(band[..., channel]))
         return crc
 
     def _put(self, array: _StoredArray, first: int, data: np.ndarray) -> None:
@@ -440,8 +453,9 @@ class Builder:
             raise ParameterError("images is empty: a store needs at least one image")
         for name, array in ((fmt.D_PIXELS, self.pixels), (fmt.D_MASKS, self.masks)):
             if array is not None and array.spool is not None:
-                base = self._reserve(name, array, self.records)
-                _copy_range(array.fd, self.fd, self.records * array.record_bytes, base)
+                records = self._total_records(self.shapes, array)
+                base = self._reserve(name, array, records)
+                _copy_range(array.fd, self.fd, records * array.record_bytes, base)
         shapes = np.asarray(self.shapes, dtype=np.int64).reshape(-1, self.ndim)
         h5 = self.h5
         h5.create_dataset(fmt.D_SHAPES, data=shapes, track_times=False)

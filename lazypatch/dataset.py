@@ -14,6 +14,7 @@ Three ways to read, from most compatible to fastest:
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import threading
@@ -62,15 +63,6 @@ class _BufferPool:
             return buffer.view(dtype).reshape(shape)
 
 
-def _channels_first(array: np.ndarray, batched: bool) -> torch.Tensor:
-    """(..., *patch, C) numpy -> (..., C, *patch) tensor view (channels-last memory)."""
-    tensor = torch.from_numpy(array)
-    lead = 1 if batched else 0
-    nd = tensor.dim() - lead - 1
-    order = list(range(lead)) + [lead + nd] + list(range(lead, lead + nd))
-    return tensor.permute(order)
-
-
 class PatchDataset(Dataset):
     """Grid patches of every image of a store, as a torch map-style Dataset.
 
@@ -90,9 +82,7 @@ class PatchDataset(Dataset):
     Samples are dicts with exactly: ``"image"`` (C, *patch) in the store's
     dtype, ``"image_id"`` (int, the store's image number), ``"origin"`` (int64
     tensor (spatial_ndim,)), ``"index"`` (the flat index, non-negative) and
-    ``"mask"`` (*patch) when the store has masks. Image tensors are
-    channels-first views of channels-last memory (``torch.channels_last``
-    for 2-D); call ``.contiguous()`` if a consumer needs NCHW memory.
+    ``"mask"`` (*patch) when the store has masks. Tensors are contiguous.
 
     Examples
     --------
@@ -150,6 +140,7 @@ class PatchDataset(Dataset):
         self.edge = index.edge
         self._pool = _BufferPool()
         self._has_masks = self.store.has_masks
+        self._interior = _all_interior(index)
 
     def __getstate__(self):
         # O(1) in the number of images: the index is rebuilt from the store's tables.
@@ -180,16 +171,17 @@ class PatchDataset(Dataset):
         return self.image_ids[local]
 
     def _flat(self, indices) -> np.ndarray:
+        """Flat indices as a new int64 array in [0, len): ours to hand out as ``index``."""
         if torch.is_tensor(indices):
             if indices.is_floating_point() or indices.dtype == torch.bool or indices.is_complex():
                 raise ParameterTypeError(f"patch indices must be integers, got a {indices.dtype} tensor")
             indices = indices.detach().cpu().numpy()
         elif isinstance(indices, range):
             indices = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64)
-        flat = as_int_array(indices, "patch indices")
+        flat = np.array(as_int_array(indices, "patch indices"), dtype=np.int64)
         if flat.ndim != 1:
             raise ParameterError(f"patch indices must be one-dimensional, got shape {flat.shape}")
-        return np.array(self.index.normalize(flat), dtype=np.int64)  # a copy: ours to hand out
+        return self.index.normalize(flat)
 
     # -- reading ----------------------------------------------------------------------
     def __getitem__(self, key):
@@ -214,14 +206,14 @@ class PatchDataset(Dataset):
             flat += len(self.index)
         image_id = self._store_ids(local)
         store = self.store
-        image = np.empty(self.patch_size + (store.channels,), store.dtype)
+        image = np.empty((store.channels,) + self.patch_size, store.dtype)
         mask = np.empty(self.patch_size, store.mask_dtype) if self._has_masks else None
         store.read_box_unchecked(image_id, origin, self.patch_size, image, mask,
                                  self.pad_value, self.mask_pad_value)
         sample = {
-            "image": _channels_first(image, batched=False),
+            "image": torch.from_numpy(image),
             "image_id": image_id,
-            "origin": torch.tensor(origin, dtype=torch.int64),
+            "origin": torch.from_numpy(np.array(origin, dtype=np.int64)),
             "index": flat,
         }
         if mask is not None:
@@ -234,14 +226,14 @@ class PatchDataset(Dataset):
         image_ids = self._store_ids(local)
         store = self.store
         count = flat.size
-        image = self._pool.take((count,) + self.patch_size + (store.channels,), store.dtype)
+        image = self._pool.take((count, store.channels) + self.patch_size, store.dtype)
         mask = None
         if self._has_masks:
             mask = self._pool.take((count,) + self.patch_size, store.mask_dtype)
         store.read_batch_unchecked(image_ids, origins, self.patch_size, image, mask,
-                                   self.pad_value, self.mask_pad_value)
+                                   self.pad_value, self.mask_pad_value, self._interior)
         batch = {
-            "image": _channels_first(image, batched=True),
+            "image": torch.from_numpy(image),
             "image_id": torch.from_numpy(np.ascontiguousarray(image_ids, dtype=np.int64)),
             "origin": torch.from_numpy(origins),
             "index": torch.from_numpy(flat),
@@ -249,6 +241,16 @@ class PatchDataset(Dataset):
         if mask is not None:
             batch["mask"] = torch.from_numpy(mask)
         return batch
+
+    def prefetch(self, indices) -> None:
+        """Start reading these patches in the background (see ``ImageStore.prefetch_regions``).
+
+        For data that is not in the page cache: call it with the next batch's
+        indices before reading the current one, and the disk works meanwhile.
+        """
+        flat = self._flat(indices)
+        local, origins = self.index.locate(flat)
+        self.store.prefetch_unchecked(self._store_ids(local), origins, self.patch_size)
 
     def read_batch(self, indices) -> dict:
         """A batch as one dict of stacked tensors.
@@ -270,55 +272,100 @@ class PatchDataset(Dataset):
         return samples
 
 
+def _all_interior(index: PatchIndex) -> bool:
+    """Whether every patch of the grid lies inside its image (no padding anywhere)."""
+    if index.edge == "drop":
+        return True
+    shapes, patch = index.shapes, np.asarray(index.patch_size)
+    fits = bool((shapes >= patch).all())
+    if index.edge == "shift":
+        return fits
+    return fits and bool(((shapes - patch) % np.asarray(index.stride) == 0).all())
+
+
+class PatchSample(dict):
+    """One sample: a plain dict, of a type torch's ``default_collate`` can recognize.
+
+    lazypatch registers :func:`collate` for this type in torch's
+    ``default_collate_fn_map`` (the extension point torch documents), so
+    ``DataLoader(ds, batch_size=B)`` re-batches samples without copying them.
+    """
+
+    __slots__ = ()
+
+
+class _Samples(list):
+    """The list ``__getitems__`` returns, remembering the batch its samples view."""
+
+    __slots__ = ("batch", "views")
+
+    def pristine(self) -> bool:
+        """Whether every sample still holds exactly the tensors and ints it was given."""
+        if len(self) != len(self.views[0]) or set(map(type, self)) != {PatchSample}:
+            return False
+        if set(map(len, self)) != {len(self.batch)}:
+            return False
+        for key, values, differ in zip(("image", "origin", "index", "mask"), self.views,
+                                       (operator.is_not, operator.is_not, operator.ne, operator.is_not)):
+            if any(map(differ, map(operator.itemgetter(key), self), values)):
+                return False
+        return True
+
+
 def _split(batch: dict) -> list:
     """Per-sample dicts whose tensors are views of the batch's tensors."""
     images = batch["image"].unbind(0)
     origins = batch["origin"].unbind(0)
     image_ids = batch["image_id"].tolist()
     indices = batch["index"].tolist()
+    samples = _Samples()
     if "mask" in batch:
         masks = batch["mask"].unbind(0)
-        return [
-            {"image": im, "image_id": i, "origin": o, "index": j, "mask": m}
+        samples.extend([
+            PatchSample(image=im, image_id=i, origin=o, index=j, mask=m)
             for im, i, o, j, m in zip(images, image_ids, origins, indices, masks)
-        ]
-    return [
-        {"image": im, "image_id": i, "origin": o, "index": j}
-        for im, i, o, j in zip(images, image_ids, origins, indices)
-    ]
+        ])
+        samples.views = (images, origins, indices, masks)
+    else:
+        samples.extend([
+            PatchSample(image=im, image_id=i, origin=o, index=j)
+            for im, i, o, j in zip(images, image_ids, origins, indices)
+        ])
+        samples.views = (images, origins, indices)
+    samples.batch = batch
+    return samples
 
 
 def _stack_views(tensors):
-    """Stack tensors, for free when they are consecutive views of one buffer."""
+    """Stack tensors; free when they are consecutive views of one buffer."""
     first = tensors[0]
-    step = first.numel()
-    if all(torch.is_tensor(t) for t in tensors) and len(tensors) > 1:
-        start = first.storage_offset()
-        last = tensors[-1]
+    count = len(tensors)
+    if count > 1 and first.is_contiguous():
+        step = first.numel() * first.element_size()
+        start = first.data_ptr()
+        storage = first.untyped_storage()
+        layout = (first.shape, first.stride(), first.dtype)
         if (
-            last.storage_offset() == start + (len(tensors) - 1) * step
-            and last.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
-            and all(
-                t.storage_offset() == start + k * step
-                and t.shape == first.shape
-                and t.stride() == first.stride()
-                and t.dtype == first.dtype
-                and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
-                for k, t in enumerate(tensors)
-            )
+            start - storage.data_ptr() + count * step <= storage.nbytes()
+            and [t.data_ptr() for t in tensors] == list(range(start, start + count * step, step))
+            and all((t.shape, t.stride(), t.dtype) == layout for t in tensors)
         ):
-            return first.as_strided((len(tensors),) + tuple(first.shape),
-                                    (step,) + tuple(first.stride()), start)
+            # every tensor sits where a view of this storage would: the batch *is* that view
+            return first.as_strided((count,) + tuple(first.shape),
+                                    (first.numel(),) + tuple(first.stride()))
     return torch.stack(tensors)
 
 
-def collate(samples):
-    """A ``collate_fn`` for PatchDataset samples: like torch's default, minus the copy.
+def collate(samples, *, collate_fn_map=None):
+    """A ``collate_fn`` for PatchDataset samples: torch's default, minus the copy.
 
-    Samples that :meth:`PatchDataset.__getitems__` produced are consecutive
-    views of one batch buffer; their tensors are re-batched as a view of that
-    buffer. Anything else falls back to ``torch.utils.data.default_collate``.
+    Samples straight from :meth:`PatchDataset.__getitems__` are views of one
+    batch, which is returned as is; other dicts of tensors are re-batched as a
+    view when their tensors are consecutive views of one buffer, else stacked.
+    Anything else goes to ``torch.utils.data.default_collate``.
     """
+    if isinstance(samples, _Samples) and samples.pristine():
+        return dict(samples.batch)
     if not samples or not isinstance(samples[0], dict):
         return default_collate(samples)
     batch = {}
@@ -331,3 +378,14 @@ def collate(samples):
         else:
             batch[key] = default_collate(values)
     return batch
+
+
+def _register_collate() -> None:
+    try:
+        from torch.utils.data._utils.collate import default_collate_fn_map
+    except ImportError:  # pragma: no cover - a torch without the extension point
+        return
+    default_collate_fn_map.setdefault(PatchSample, collate)
+
+
+_register_collate()

@@ -187,7 +187,8 @@ class ImageStore:
 
     def _open(self, info: fmt.StoreInfo) -> None:
         self._info = info
-        self._reader = _readers.make_reader(info)
+        self._pixels = _readers.make_reader(info, info.pixels)
+        self._masks = _readers.make_reader(info, info.masks) if info.masks else None
         self._handles = None
         self._closed = False
         self._names = None
@@ -351,20 +352,25 @@ class ImageStore:
         return out
 
     def _scalar_mode(self) -> str:
+        if self.layout == "chunked":
+            return "h5py"
         return "pread" if self._io == "pread" else "mmap"
 
     def read_region(self, image_id, origin, size, pad_value=0, out=None) -> np.ndarray:
         """The box ``[origin, origin + size)`` of one image, (*size, C) channels-last.
 
         ``origin`` may be any int64 (negative, or past the image); what lies
-        outside the image is ``pad_value``. Returns a new array (or ``out``).
+        outside the image is ``pad_value``. Returns a new array (a channels-last
+        view of channel-planar memory), or fills ``out``.
         """
         image_id = self._check_image_id(image_id)
         origin, size = self._check_box(origin, size)
         pad = check_pad(pad_value, self.dtype)
         out = self._out(out, size + (self.channels,), self.dtype)
-        self._reader.read_box(self._get_handles(), self._info.pixels, image_id, origin, size, out,
-                              pad, self._scalar_mode())
+        planar = np.empty((self.channels,) + size, self.dtype)
+        self._pixels.read_box(self._get_handles(), image_id, origin, size, planar, pad,
+                              self._scalar_mode())
+        out[...] = np.moveaxis(planar, 0, -1)
         return out
 
     def read_mask_region(self, image_id, origin, size, pad_value=0, out=None) -> np.ndarray:
@@ -374,8 +380,8 @@ class ImageStore:
         origin, size = self._check_box(origin, size)
         pad = check_pad(pad_value, self.mask_dtype)
         out = self._out(out, size, self.mask_dtype)
-        self._reader.read_box(self._get_handles(), self._info.masks, image_id, origin, size, out,
-                              pad, self._scalar_mode())
+        self._masks.read_box(self._get_handles(), image_id, origin, size, out, pad,
+                             self._scalar_mode())
         return out
 
     def read(self, image_id) -> np.ndarray:
@@ -414,7 +420,9 @@ class ImageStore:
         ids, origins, size = self._check_batch(image_ids, origins, size)
         pad = check_pad(pad_value, self.dtype)
         out = self._out(out, (ids.size,) + size + (self.channels,), self.dtype)
-        self.read_batch_unchecked(ids, origins, size, out, None, pad, 0)
+        planar = np.empty((ids.size, self.channels) + size, self.dtype)
+        self.read_batch_unchecked(ids, origins, size, planar, None, pad, 0)
+        out[...] = np.moveaxis(planar, 1, -1)
         return out
 
     def read_mask_regions(self, image_ids, origins, size, pad_value=0, out=None) -> np.ndarray:
@@ -427,33 +435,57 @@ class ImageStore:
         return out
 
     # -- fast paths for the dataset (arguments already checked) ----------------------------------
-    def read_batch_unchecked(self, image_ids, origins, size, out, mask_out, pad, mask_pad) -> None:
-        """Fill ``out`` and/or ``mask_out`` for a batch, one shared read plan for both."""
+    def read_batch_unchecked(self, image_ids, origins, size, out, mask_out, pad, mask_pad,
+                             interior=False) -> None:
+        """Fill ``out`` (B, C, *size) and/or ``mask_out`` (B, *size) for a batch.
+
+        ``interior=True`` promises every box lies inside its image (skips a check).
+        """
         if image_ids.size == 0:
             return
         handles = self._get_handles()
-        targets = []
+        mode = self._batch_mode(handles, image_ids, origins)
         if out is not None:
-            targets.append((self._info.pixels, out, pad))
+            self._pixels.read_boxes(handles, image_ids, origins, size, out, pad, mode, interior)
         if mask_out is not None:
-            targets.append((self._info.masks, mask_out, mask_pad))
-        self._reader.read_boxes(handles, targets, image_ids, origins, size,
-                                self._batch_mode(handles, image_ids, origins))
+            self._masks.read_boxes(handles, image_ids, origins, size, mask_out, mask_pad, mode,
+                                   interior)
 
     def read_box_unchecked(self, image_id: int, origin: tuple, size: tuple, out, mask_out,
                            pad, mask_pad) -> None:
+        """Fill ``out`` (C, *size) and/or ``mask_out`` (*size) for one box."""
         handles = self._get_handles()
         mode = self._scalar_mode()
         if out is not None:
-            self._reader.read_box(handles, self._info.pixels, image_id, origin, size, out, pad, mode)
+            self._pixels.read_box(handles, image_id, origin, size, out, pad, mode)
         if mask_out is not None:
-            self._reader.read_box(handles, self._info.masks, image_id, origin, size, mask_out,
-                                  mask_pad, mode)
+            self._masks.read_box(handles, image_id, origin, size, mask_out, mask_pad, mode)
+
+    def prefetch_regions(self, image_ids, origins, size) -> None:
+        """Start reading what a later ``read_regions`` of these boxes needs, in the background.
+
+        Uncompressed layouts announce the boxes' tiles to the OS
+        (``posix_fadvise(WILLNEED)``) unless they are already cached; returns at
+        once. Calling it for batch k + 1 before reading batch k overlaps the
+        disk with everything else (see README, "Performance").
+        """
+        ids, origins, size = self._check_batch(image_ids, origins, size)
+        self.prefetch_unchecked(ids, origins, size)
+
+    def prefetch_unchecked(self, image_ids, origins, size) -> None:
+        if image_ids.size == 0 or self.layout == "chunked":
+            return
+        handles = self._get_handles()
+        if self._io == "mmap" or self._batch_mode(handles, image_ids, origins) == "mmap":
+            return
+        self._pixels.prefetch(handles, image_ids, origins, size)
+        if self._masks is not None:
+            self._masks.prefetch(handles, image_ids, origins, size)
 
     def _batch_mode(self, handles, image_ids, origins) -> str:
         if self.layout == "chunked":
             return "h5py"
         if self._io != "auto":
             return self._io
-        offsets = self._reader.probe_offsets(image_ids, origins)
+        offsets = self._pixels.probe_offsets(image_ids, origins)
         return "mmap" if handles.cached(offsets) else "pread"

@@ -166,3 +166,37 @@ def test_distributed_sampler_covers_the_set(source):
         seen += _epoch(DataLoader(ds, batch_size=9, sampler=sampler))
     assert set(seen) == set(range(len(ds)))
     assert len(seen) - len(ds) <= 1
+
+
+def test_batches_are_contiguous_and_collate_is_exact(source):
+    images, masks, store, _ = source
+    ds = PatchDataset(store, 12, stride=5)
+    samples = ds.__getitems__([4, 1, 9])
+    assert all(s["image"].is_contiguous() for s in samples)
+    expected = {key: torch.stack([s[key] for s in samples]) for key in ("image", "origin", "mask")}
+    for batch in (collate(samples), torch.utils.data.default_collate(samples)):
+        assert set(batch) == {"image", "image_id", "origin", "index", "mask"}
+        for key, value in expected.items():
+            assert torch.equal(batch[key], value)
+        assert batch["index"].tolist() == [4, 1, 9]
+    # a sample replaced or changed after __getitems__ is honoured, not the cached batch
+    samples[1]["image"] = torch.zeros_like(samples[1]["image"])
+    assert collate(samples)["image"][1].sum() == 0
+    samples[2] = {k: v for k, v in samples[2].items()}
+    assert torch.equal(collate(samples)["origin"][2], expected["origin"][2])
+    # tensors that merely sit side by side in memory are not mistaken for one batch
+    pieces = [torch.arange(6).view(2, 3)[0], torch.arange(6).view(2, 3)[1]]
+    assert torch.equal(collate([{"x": p} for p in pieces])["x"], torch.arange(6).view(2, 3))
+    flipped = [s["image"].transpose(1, 2) for s in ds.__getitems__([0, 1])]
+    assert torch.equal(collate([{"image": f} for f in flipped])["image"], torch.stack(flipped))
+
+
+def test_prefetch_is_harmless(source):
+    images, _, store, _ = source
+    for io in ("auto", "pread", "mmap"):
+        from lazypatch import ImageStore
+
+        ds = PatchDataset(ImageStore(store.path, io=io), 12, stride=5)
+        ds.prefetch([0, 3, len(ds) - 1])
+        ds.store.prefetch_regions([0, 1], [(-3, -3), (30, 60)], (12, 12))
+        assert torch.equal(ds.read_batch([3])["image"][0], ds[3]["image"])

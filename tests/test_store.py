@@ -222,9 +222,31 @@ def test_format_attributes(make_store):
     with h5py.File(store.path, "r") as f:
         assert f.attrs["lazypatch_format"] == "lazypatch-store"
         assert f.attrs["lazypatch_format_version"] == 1
-        assert f["pixels"].shape == (1, 64, 64, 1)
+        assert f["pixels"].shape == (1, 1, 64, 64)  # (tiles, C, *tile): channel-planar
         assert f["shapes"][()].tolist() == [[9, 9]]
         assert f["tile_offsets"][()].tolist() == [0, 1]
         assert f["crc32"].dtype == np.uint32
         assert f["masks"].dtype == np.uint16
         assert f["pixels"].id.get_create_plist().get_layout() == h5py.h5d.CONTIGUOUS
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv(RWF_NOWAIT)")
+def test_auto_mode_follows_the_page_cache(make_store, monkeypatch):
+    from lazypatch._bench import cached_fraction, evict
+
+    images = make_images([(64, 64)] * 40, np.uint8, 3)
+    store = make_store(images, tile=16)
+    fresh = ImageStore(store.path, io="auto")
+    ids, origins = np.arange(40), np.zeros((40, 2), np.int64)
+    with open(store.path, "rb") as f:
+        f.read()  # everything cached
+    assert fresh._batch_mode(fresh._get_handles(), ids, origins) == "mmap"
+    fresh.close()
+    store.close()
+    evict(store.path)
+    cold = ImageStore(store.path, io="auto")
+    if cached_fraction(store.path, probes=1) > 0:
+        pytest.skip("the file system kept the pages (tmpfs?)")
+    assert cold._batch_mode(cold._get_handles(), ids, origins) == "pread"
+    batch = cold.read_regions(ids, origins, (16, 16))
+    assert all(np.array_equal(batch[k], images[k][:16, :16]) for k in range(40))
