@@ -84,9 +84,10 @@ class Handles:
         self._bytes = None  # torch uint8 tensor over the same memory
         self._h5 = None
         self._pool = None
-        self._scratch = None
+        self._scratch = [None, None]
         self._records = {}
         self.nowait = hasattr(os, "RWF_NOWAIT")
+        self.warm_streak = 0  # consecutive batches found in the page cache
         self.willneed_supported = hasattr(os, "posix_fadvise")
 
     @property
@@ -95,8 +96,8 @@ class Handles:
             # ACCESS_COPY: private writable pages, so torch wraps them without a warning;
             # nothing writes to them, and no write could reach the file.
             self._map = mmap.mmap(self.fd, self.info.file_size, access=mmap.ACCESS_COPY)
-            if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_RANDOM"):
-                self._map.madvise(mmap.MADV_RANDOM)  # patches are random reads: no readahead
+            # NOTE [no MADV_RANDOM]: it would also switch off fault-around, which maps 16
+            # cached pages per fault; first touches then cost 16x more faults (measured).
             self._array = np.frombuffer(self._map, dtype=np.uint8)
         return self._array
 
@@ -105,6 +106,15 @@ class Handles:
         if self._bytes is None:
             self._bytes = torch().from_numpy(self.array)
         return self._bytes
+
+    def populate(self) -> None:
+        """Map every page of the file now (reading what is not cached yet)."""
+        self.array  # noqa: B018 - creates the map
+        try:
+            self._map.madvise(_MADV_POPULATE_READ)
+        except (OSError, ValueError, AttributeError):  # before Linux 5.14: touch one byte a page
+            self._map.madvise(mmap.MADV_WILLNEED)
+            int(self._array[:: mmap.PAGESIZE].sum())
 
     def records(self, array: fmt.ArrayInfo) -> np.ndarray:
         """The memory-mapped records of an uncompressed array, (count, *record_shape)."""
@@ -127,11 +137,16 @@ class Handles:
             self._pool = ThreadPoolExecutor(self.io_threads, thread_name_prefix="lazypatch-io")
         return self._pool
 
-    def scratch(self, nbytes: int):
-        """A reusable uint8 tensor of at least ``nbytes`` (never handed to callers)."""
-        if self._scratch is None or self._scratch.numel() < nbytes:
-            self._scratch = torch().empty(max(nbytes, 1 << 20), dtype=torch().uint8)
-        return self._scratch
+    def scratch(self, nbytes: int, slot: int = 0):
+        """A reusable uint8 tensor of at least ``nbytes`` (never handed to callers).
+
+        ``slot`` 0 holds tiles read from disk, slot 1 the x-pieces of a batch.
+        """
+        buffer = self._scratch[slot]
+        if buffer is None or buffer.numel() < nbytes:
+            buffer = torch().empty(max(nbytes, 1 << 20), dtype=torch().uint8)
+            self._scratch[slot] = buffer
+        return buffer
 
     def cached(self, offsets) -> bool:
         """Whether the pages at these byte offsets are in the page cache.
@@ -208,7 +223,8 @@ class Handles:
             except Exception:  # pragma: no cover - closing a broken file
                 pass
             self._h5 = None
-        self._bytes = self._array = self._scratch = None
+        self._bytes = self._array = None
+        self._scratch = [None, None]
         self._records = {}
         if self._map is not None:
             try:
@@ -221,6 +237,9 @@ class Handles:
             self.fd = None
 
 
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14
+
+
 def _ram_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -229,17 +248,16 @@ def _ram_bytes() -> int:
 
 
 # -- the copy kernel ----------------------------------------------------------------------
-def gather_windows(source, starts: np.ndarray, width: int, out=None):
-    """Rows ``source[s:s + width]`` for each byte offset ``s``, as (len(starts), width) uint8.
+def gather_windows(source, starts: np.ndarray, width: int, out):
+    """Fill ``out`` (len(starts), width) with ``source[s:s + width]`` for each byte offset ``s``.
 
     ``source`` is a 1-D uint8 tensor; windows may overlap. One multithreaded
-    ``index_select`` does every copy.
+    ``torch.index_select`` does every copy. ``out`` should be reused memory:
+    writing a fresh buffer costs a page fault per 4 KiB (as much as the copy).
     """
     t = torch()
     windows = source.as_strided((source.numel() - width + 1, width), (1, 1))
     index = t.from_numpy(np.ascontiguousarray(starts, dtype=np.int64).reshape(-1))
-    if out is None:
-        return t.index_select(windows, 0, index)
     t.index_select(windows, 0, index, out=out)
     return out
 
@@ -470,45 +488,38 @@ class TiledReader(ArrayReader):
     def rows(self, image_ids, origins, size):
         """The row plan of interior boxes (NOTE [row windows]).
 
-        Returns (tiles, within, pieces): for every row of every box (rows run
-        over the channel and all axes but x) the tile holding its first pixel
-        and that pixel's offset in the tile record, in values, shapes (B, R);
-        and for the x-pieces in later tiles a list of (patches, tiles,
-        within, dst_start, length) with dst_start and length in pixels.
+        Rows run over all spatial axes but x; the channel is added later as a
+        constant offset (records are channel-planar). Returns
+        (tiles, row_start, dx, pieces): per box and row the tile holding its
+        first pixel and the row's pixel offset in a channel plane of the tile,
+        shapes (B, R); the x offset of each box in its first tile; and per
+        later x-piece k the boxes reaching it, as (k, boxes).
         """
-        lead = self.lead
-        tile = lead + self.tile  # the record's shape: channels as one more leading axis
-        size = lead + tuple(int(s) for s in size)
-        nd = len(tile)
+        tile, nd = self.tile, self.ndim
+        size = tuple(int(v) for v in size)
         count = len(image_ids)
-        grid = self.grid[image_ids]  # (B, spatial nd)
-        if lead:
-            origins = np.concatenate([np.zeros((count, 1), np.int64), origins], axis=1)
-            grid = np.concatenate([np.ones((count, 1), np.int64), grid], axis=1)
+        grid = self.grid[image_ids]
         shape = (count,) + (1,) * (nd - 1)
-        tile_lead = np.zeros(shape, dtype=np.int64)
-        row_in = np.zeros(shape, dtype=np.int64)
-        for a in range(nd - 1):
+        tiles = np.zeros(shape, dtype=np.int64)  # tile id offsets from the lead axes
+        row_start = np.zeros(shape, dtype=np.int64)  # pixel offsets in a plane
+        tile_stride = np.ones(count, dtype=np.int64)
+        pixel_stride = tile[-1]
+        for a in range(nd - 2, -1, -1):
+            tile_stride = tile_stride * grid[:, a + 1]
             axis_shape = [count] + [1] * (nd - 1)
             axis_shape[a + 1] = size[a]
-            tc, ic = np.divmod((origins[:, a, None] + np.arange(size[a])).reshape(axis_shape), tile[a])
-            tile_lead = (tile_lead + tc) * grid[:, a + 1].reshape(shape)
-            row_in = row_in * tile[a] + ic
-        rows = (count, int(np.prod(size[:-1])))
-        tile_lead = np.broadcast_to(tile_lead, (count,) + size[:-1]).reshape(rows)
-        row_start = np.broadcast_to(row_in * tile[-1], (count,) + size[:-1]).reshape(rows)
+            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
+            tiles = tiles + (tc * tile_stride[:, None]).reshape(axis_shape)
+            row_start = row_start + (ic * pixel_stride).reshape(axis_shape)
+            pixel_stride *= tile[a]
         tx0, dx = np.divmod(origins[:, -1], tile[-1])
-        tiles = tile_lead + (self.first[image_ids] + tx0)[:, None]
-        within = row_start + dx[:, None]
-        pieces = []
-        width = size[-1]
-        n_pieces = (dx + width - 1) // tile[-1] + 1
-        for k in range(1, int(n_pieces.max()) if count else 1):
-            patches = np.flatnonzero(n_pieces > k)
-            dst_start = k * tile[-1] - dx[patches]
-            length = np.minimum(width - dst_start, tile[-1])
-            pieces.append((patches, tiles[patches] + k, row_start[patches], dst_start, length))
-        return tiles, within, pieces
+        rows = (count, int(np.prod(size[:-1])))
+        tiles = np.broadcast_to(tiles + (self.first[image_ids] + tx0).reshape(shape),
+                                (count,) + size[:-1]).reshape(rows)
+        row_start = np.broadcast_to(row_start, (count,) + size[:-1]).reshape(rows)
+        n_pieces = (dx + size[-1] - 1) // tile[-1] + 1
+        pieces = [(k, np.flatnonzero(n_pieces > k)) for k in range(1, int(n_pieces.max()) if count else 1)]
+        return tiles, row_start, dx, pieces
 
     def _read_interior(self, handles, image_ids, origins, size, out, mode):
         record, value = self.record_bytes, self.itemsize
@@ -518,40 +529,46 @@ class TiledReader(ArrayReader):
             if mode == "mmap":
                 gather_windows(handles.bytes, self.array.offset + exact * record, record, rows)
             else:
-                source, address = self._fetch(handles, np.unique(exact), record, mode)
-                gather_windows(source, address(exact, 0), record, rows)
+                source, tile_address = self._fetch(handles, np.unique(exact), record, mode)
+                gather_windows(source, tile_address(exact), record, rows)
             return
-        tiles, within, pieces = self.rows(image_ids, origins, size)
+        tiles, row_start, dx, pieces = self.rows(image_ids, origins, size)
         width = int(size[-1]) * value
+        # channel planes: a constant byte offset per channel within a record
+        channels = np.arange(max(self.array.channels, 1), dtype=np.int64) * (
+            int(np.prod(self.tile)) * value)
         if mode == "mmap":
             source = handles.bytes
 
-            def address(tile_ids, values):
-                return self.array.offset + tile_ids * record + values * value
-
-            head = address(tiles, within)
-            if head.size and int(head.max()) + width > source.numel():
-                # the last bytes of the file: no room for a full window, go box by box
-                for k in range(len(image_ids)):
-                    self.read_box(handles, int(image_ids[k]), tuple(origins[k].tolist()), size,
-                                  out[k], 0, mode)
-                return
+            def tile_address(tile_ids):
+                return self.array.offset + tile_ids * record
         else:
-            touched = np.unique(np.concatenate([tiles.ravel()] + [p[1].ravel() for p in pieces]))
-            source, address = self._fetch(handles, touched, record + width, mode)
-            head = address(tiles, within)
-        rows = byte_rows(out, head.size)
-        gather_windows(source, head, width, rows)
-        if pieces:
-            out_rows = rows.view(len(image_ids), tiles.shape[1], width).numpy()
-            piece_width = min(int(size[-1]), self.tile[-1]) * value
-            for patches, piece_tiles, piece_within, dst_start, length in pieces:
-                got = gather_windows(source, address(piece_tiles, piece_within), piece_width)
-                got = got.view(len(patches), tiles.shape[1], piece_width).numpy()
-                starts = (dst_start * value).tolist()
-                stops = ((dst_start + length) * value).tolist()
-                for j, (b, s, e) in enumerate(zip(patches.tolist(), starts, stops)):
-                    out_rows[b, :, s:e] = got[j, :, : e - s]
+            touched = np.unique(np.concatenate([tiles.ravel()] + [(tiles[b] + k).ravel() for k, b in pieces]))
+            source, tile_address = self._fetch(handles, touched, record + width, mode)
+        starts = tile_address(tiles) + (row_start + dx[:, None]) * value  # (B, R)
+        heads = starts[:, None, :] + channels[None, :, None]  # (B, C, R)
+        if mode == "mmap" and heads.size and int(heads.max()) + width > source.numel():
+            # the last bytes of the file: no room for a full window, go box by box
+            for k in range(len(image_ids)):
+                self.read_box(handles, int(image_ids[k]), tuple(origins[k].tolist()), size,
+                              out[k], 0, mode)
+            return
+        rows = byte_rows(out, heads.size)
+        gather_windows(source, heads, width, rows)
+        if not pieces:
+            return
+        out_rows = rows.view(len(image_ids), -1, width).numpy()
+        piece_width = min(int(size[-1]), self.tile[-1]) * value
+        for k, boxes in pieces:
+            piece_starts = tile_address(tiles[boxes] + k) + row_start[boxes] * value
+            count = piece_starts.shape[1] * len(channels) * len(boxes)
+            got = handles.scratch(count * piece_width, 1)[: count * piece_width].view(count, piece_width)
+            gather_windows(source, piece_starts[:, None, :] + channels[None, :, None], piece_width, got)
+            got = got.view(len(boxes), -1, piece_width).numpy()
+            first = ((k * self.tile[-1] - dx[boxes]) * value).tolist()
+            for j, (box, begin) in enumerate(zip(boxes.tolist(), first)):
+                stop = min(width, begin + piece_width)
+                out_rows[box, :, begin:stop] = got[j, :, : stop - begin]
 
     def _fetch(self, handles, touched: np.ndarray, slack: int, mode):
         """Read the sorted tiles ``touched`` into scratch; (source, address function)."""
@@ -563,12 +580,11 @@ class TiledReader(ArrayReader):
              for first, n, at in runs(touched)),
             buffer,
         )
-        value = self.itemsize
 
-        def address(tile_ids, values):
-            return np.searchsorted(touched, tile_ids) * record + values * value
+        def tile_address(tile_ids):
+            return np.searchsorted(touched, tile_ids) * record
 
-        return source, address
+        return source, tile_address
 
 
 class ChunkedReader(TiledReader):
@@ -595,12 +611,11 @@ class ChunkedReader(TiledReader):
         for first, n, at in runs(touched):
             records[at:at + n] = _h5_read(dataset, np.s_[first:first + n], self.info.path,
                                           f"tiles {first}..{first + n - 1}")
-        value = self.itemsize
 
-        def address(tile_ids, values):
-            return np.searchsorted(touched, tile_ids) * record + values * value
+        def tile_address(tile_ids):
+            return np.searchsorted(touched, tile_ids) * record
 
-        return source, address
+        return source, tile_address
 
 
 def _h5_read(dataset, selection, path, what):

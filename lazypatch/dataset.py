@@ -14,7 +14,6 @@ Three ways to read, from most compatible to fastest:
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 import threading
@@ -27,9 +26,10 @@ from torch.utils.data._utils.collate import default_collate
 from ._geometry import is_int
 from .errors import ParameterError, ParameterTypeError
 from .index import PatchIndex, as_int_array
+from ._samples import SampleList, collate, make_samples
 from .store import ImageStore, check_pad
 
-__all__ = ["PatchDataset", "collate"]
+__all__ = ["PatchDataset", "collate"]  # collate lives in _samples
 
 _POOL_BYTES = 64 << 20
 
@@ -262,14 +262,14 @@ class PatchDataset(Dataset):
         batch = self._read(indices)
         if self.transform is None:
             return batch
-        return default_collate([self.transform(sample) for sample in _split(batch)])
+        return default_collate([self.transform(sample) for sample in make_samples(batch)])
 
     def __getitems__(self, indices) -> list:
         """``[self[i] for i in indices]``, read as one batch (torch's DataLoader calls this)."""
-        samples = _split(self._read(indices))
+        batch = self._read(indices)
         if self.transform is not None:
-            samples = [self.transform(sample) for sample in samples]
-        return samples
+            return [self.transform(sample) for sample in make_samples(batch)]
+        return SampleList(batch)
 
 
 def _all_interior(index: PatchIndex) -> bool:
@@ -281,111 +281,3 @@ def _all_interior(index: PatchIndex) -> bool:
     if index.edge == "shift":
         return fits
     return fits and bool(((shapes - patch) % np.asarray(index.stride) == 0).all())
-
-
-class PatchSample(dict):
-    """One sample: a plain dict, of a type torch's ``default_collate`` can recognize.
-
-    lazypatch registers :func:`collate` for this type in torch's
-    ``default_collate_fn_map`` (the extension point torch documents), so
-    ``DataLoader(ds, batch_size=B)`` re-batches samples without copying them.
-    """
-
-    __slots__ = ()
-
-
-class _Samples(list):
-    """The list ``__getitems__`` returns, remembering the batch its samples view."""
-
-    __slots__ = ("batch", "views")
-
-    def pristine(self) -> bool:
-        """Whether every sample still holds exactly the tensors and ints it was given."""
-        if len(self) != len(self.views[0]) or set(map(type, self)) != {PatchSample}:
-            return False
-        if set(map(len, self)) != {len(self.batch)}:
-            return False
-        for key, values, differ in zip(("image", "origin", "index", "mask"), self.views,
-                                       (operator.is_not, operator.is_not, operator.ne, operator.is_not)):
-            if any(map(differ, map(operator.itemgetter(key), self), values)):
-                return False
-        return True
-
-
-def _split(batch: dict) -> list:
-    """Per-sample dicts whose tensors are views of the batch's tensors."""
-    images = batch["image"].unbind(0)
-    origins = batch["origin"].unbind(0)
-    image_ids = batch["image_id"].tolist()
-    indices = batch["index"].tolist()
-    samples = _Samples()
-    if "mask" in batch:
-        masks = batch["mask"].unbind(0)
-        samples.extend([
-            PatchSample(image=im, image_id=i, origin=o, index=j, mask=m)
-            for im, i, o, j, m in zip(images, image_ids, origins, indices, masks)
-        ])
-        samples.views = (images, origins, indices, masks)
-    else:
-        samples.extend([
-            PatchSample(image=im, image_id=i, origin=o, index=j)
-            for im, i, o, j in zip(images, image_ids, origins, indices)
-        ])
-        samples.views = (images, origins, indices)
-    samples.batch = batch
-    return samples
-
-
-def _stack_views(tensors):
-    """Stack tensors; free when they are consecutive views of one buffer."""
-    first = tensors[0]
-    count = len(tensors)
-    if count > 1 and first.is_contiguous():
-        step = first.numel() * first.element_size()
-        start = first.data_ptr()
-        storage = first.untyped_storage()
-        layout = (first.shape, first.stride(), first.dtype)
-        if (
-            start - storage.data_ptr() + count * step <= storage.nbytes()
-            and [t.data_ptr() for t in tensors] == list(range(start, start + count * step, step))
-            and all((t.shape, t.stride(), t.dtype) == layout for t in tensors)
-        ):
-            # every tensor sits where a view of this storage would: the batch *is* that view
-            return first.as_strided((count,) + tuple(first.shape),
-                                    (first.numel(),) + tuple(first.stride()))
-    return torch.stack(tensors)
-
-
-def collate(samples, *, collate_fn_map=None):
-    """A ``collate_fn`` for PatchDataset samples: torch's default, minus the copy.
-
-    Samples straight from :meth:`PatchDataset.__getitems__` are views of one
-    batch, which is returned as is; other dicts of tensors are re-batched as a
-    view when their tensors are consecutive views of one buffer, else stacked.
-    Anything else goes to ``torch.utils.data.default_collate``.
-    """
-    if isinstance(samples, _Samples) and samples.pristine():
-        return dict(samples.batch)
-    if not samples or not isinstance(samples[0], dict):
-        return default_collate(samples)
-    batch = {}
-    for key in samples[0]:
-        values = [sample[key] for sample in samples]
-        if torch.is_tensor(values[0]):
-            batch[key] = _stack_views(values)
-        elif all(is_int(v) for v in values):
-            batch[key] = torch.tensor(values, dtype=torch.int64)
-        else:
-            batch[key] = default_collate(values)
-    return batch
-
-
-def _register_collate() -> None:
-    try:
-        from torch.utils.data._utils.collate import default_collate_fn_map
-    except ImportError:  # pragma: no cover - a torch without the extension point
-        return
-    default_collate_fn_map.setdefault(PatchSample, collate)
-
-
-_register_collate()

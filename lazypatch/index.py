@@ -121,9 +121,9 @@ class PatchIndex:
     def _set_arrays(self, shapes: np.ndarray, grid: np.ndarray, bounds: np.ndarray) -> None:
         compact = np.int32 if (shapes.size == 0 or shapes.max() <= _INT32_MAX) else np.int64
         self._shapes = np.ascontiguousarray(shapes, dtype=compact)
-        self._grid = np.ascontiguousarray(grid, dtype=compact)
+        self._grid_by_axis = np.ascontiguousarray(np.asarray(grid).T, dtype=compact)  # (ndim, n)
         self._bounds = bounds  # [0, cumsum...]: image i owns [bounds[i], bounds[i + 1])
-        for array in (self._shapes, self._grid, self._bounds):
+        for array in (self._shapes, self._grid_by_axis, self._bounds):
             array.flags.writeable = False
         self._make_views()
 
@@ -131,7 +131,7 @@ class PatchIndex:
         # NOTE [scalar fast path]: memoryviews hand out Python ints, so bisect and
         # integer arithmetic on them cost ~1 us, far below numpy's scalar overhead.
         self._bounds_view = memoryview(self._bounds)
-        self._grid_view = memoryview(self._grid.reshape(-1))
+        self._grid_view = memoryview(self._grid_by_axis.reshape(-1))
         self._shapes_view = memoryview(self._shapes.reshape(-1))
         self._total = int(self._bounds[-1])
 
@@ -163,7 +163,7 @@ class PatchIndex:
     @property
     def grid_shape(self) -> np.ndarray:
         """Grid positions per axis and image (n_images, ndim), int64 (a new array)."""
-        return self._grid.astype(np.int64)
+        return self._grid_by_axis.T.astype(np.int64)
 
     @property
     def counts(self) -> np.ndarray:
@@ -245,10 +245,12 @@ class PatchIndex:
         local = flat - self._bounds_view[image_id]
         ndim = len(self.stride)
         base = image_id * ndim
+        count = len(self._bounds_view) - 1
         origin = [0] * ndim
-        for axis in range(ndim - 1, -1, -1):
-            local, position = divmod(local, self._grid_view[base + axis])
+        for axis in range(ndim - 1, 0, -1):
+            local, position = divmod(local, self._grid_view[axis * count + image_id])
             origin[axis] = position * self.stride[axis]
+        origin[0] = local * self.stride[0]
         if self.edge == "shift":
             for axis in range(ndim):
                 last = max(self._shapes_view[base + axis] - self.patch_size[axis], 0)
@@ -256,11 +258,11 @@ class PatchIndex:
         return image_id, tuple(origin)
 
     def _origins(self, image_ids: np.ndarray, local: np.ndarray) -> np.ndarray:
-        grid = self._grid[image_ids]
         origins = np.empty(local.shape + (self.ndim,), dtype=np.int64)
-        for axis in range(self.ndim - 1, -1, -1):
-            local, position = np.divmod(local, grid[..., axis])
+        for axis in range(self.ndim - 1, 0, -1):
+            local, position = np.divmod(local, self._grid_by_axis[axis][image_ids])
             np.multiply(position, self.stride[axis], out=origins[..., axis])
+        np.multiply(local, self.stride[0], out=origins[..., 0])
         if self.edge == "shift":
             last = self._shapes[image_ids] - np.asarray(self.patch_size, dtype=np.int64)
             np.minimum(origins, np.maximum(last, 0), out=origins)
@@ -295,7 +297,7 @@ class PatchIndex:
                 f"{ids.shape + (self.ndim,)}, got {origins.shape}"
             )
         self._check_image_ids(ids)
-        grid = self._grid[ids].astype(np.int64)
+        grid = self._grid_by_axis[:, ids].T.astype(np.int64)
         stride = np.asarray(self.stride, dtype=np.int64)
         position = origins // stride
         valid = (origins >= 0) & (origins % stride == 0) & (position < grid)
@@ -339,7 +341,7 @@ class PatchIndex:
         np.cumsum(counts, out=bounds[1:])
         new = object.__new__(PatchIndex)
         new.patch_size, new.stride, new.edge = self.patch_size, self.stride, self.edge
-        new._set_arrays(self._shapes[ids], self._grid[ids], bounds)
+        new._set_arrays(self._shapes[ids], self._grid_by_axis[:, ids].T, bounds)
         return new
 
     def _check_image_ids(self, ids: np.ndarray) -> None:

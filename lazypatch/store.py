@@ -461,6 +461,21 @@ class ImageStore:
         if mask_out is not None:
             self._masks.read_box(handles, image_id, origin, size, mask_out, mask_pad, mode)
 
+    def preload(self) -> None:
+        """Read the whole store into the page cache and map it, in this process.
+
+        For a store that fits in RAM: one sequential pass instead of random
+        first reads, and no page fault at first touch later (each process has
+        its own mappings: call it in a DataLoader ``worker_init_fn``, or use
+        ``persistent_workers=True``). Mapping a cached 2 GiB store takes
+        about 0.3 s here.
+        """
+        handles = self._get_handles()
+        if self.layout == "chunked":
+            handles.willneed([(0, self._info.file_size)])
+        else:
+            handles.populate()
+
     def prefetch_regions(self, image_ids, origins, size) -> None:
         """Start reading what a later ``read_regions`` of these boxes needs, in the background.
 
@@ -487,5 +502,14 @@ class ImageStore:
             return "h5py"
         if self._io != "auto":
             return self._io
-        offsets = self._pixels.probe_offsets(image_ids, origins)
-        return "mmap" if handles.cached(offsets) else "pread"
+        # NOTE [auto mode] in _readers: eight probes, all must hit. A store that has been
+        # warm for a while is asked about two pages a batch until one misses.
+        count = 2 if handles.warm_streak >= 32 else 8
+        if handles.cached(self._pixels.probe_offsets(image_ids, origins, count)):
+            handles.warm_streak += 1
+            return "mmap"
+        if count == 2:
+            handles.warm_streak = 0
+            return self._batch_mode(handles, image_ids, origins)
+        handles.warm_streak = 0
+        return "pread"

@@ -200,3 +200,60 @@ def test_prefetch_is_harmless(source):
         ds.prefetch([0, 3, len(ds) - 1])
         ds.store.prefetch_regions([0, 1], [(-3, -3), (30, 60)], (12, 12))
         assert torch.equal(ds.read_batch([3])["image"][0], ds[3]["image"])
+
+
+def test_sample_list_behaves_like_the_list_of_samples(source):
+    import copy
+    import pickle as pk
+
+    _, _, store, _ = source
+    ds = PatchDataset(store, 12, stride=5)
+    order = [7, 2, 7, 0, 11]
+    eager = [ds[i] for i in order]
+
+    def same(a, b):
+        return set(a) == set(b) and all(
+            torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+
+    checks = [
+        lambda s: len(s) == 5 and bool(s),
+        lambda s: same(s[1], eager[1]) and same(s[-1], eager[-1]),
+        lambda s: all(same(a, b) for a, b in zip(s, eager)),
+        lambda s: [x["index"] for x in s[1:4]] == [2, 7, 0],
+        lambda s: [x["index"] for x in reversed(s)] == [11, 0, 7, 2, 7],
+        lambda s: [x["index"] for x in list(s)] == order and len(tuple(s)) == 5,
+        lambda s: [x["index"] for x in copy.copy(s)] == order,
+        # (torch 2.13 cannot unpickle uint16 tensors; the samples' ints travel fine)
+        lambda s: [x["index"] for x in pk.loads(pk.dumps([{"index": x["index"]} for x in s]))] == order,
+        lambda s: type(pk.loads(pk.dumps(s.__reduce_ex__(2)[1][0][:0]))) is list,
+        lambda s: "image" in repr(s) and "None" not in repr(s),
+        lambda s: s[0] in s and s.index(s[0]) == 0,
+        lambda s: [x["index"] for x in sorted(s, key=lambda x: x["index"])] == sorted(order),
+    ]
+    for check in checks:
+        assert check(ds.__getitems__(order))
+    with pytest.raises(IndexError):
+        ds.__getitems__(order)[5]
+    samples = ds.__getitems__(order)
+    samples.append(samples[0])
+    batch = collate(samples)
+    assert batch["index"].tolist() == order + [7]
+    assert torch.equal(batch["image"][5], eager[0]["image"])
+
+
+def test_default_loader_path_batches_without_copying(source):
+    _, _, store, _ = source
+    ds = PatchDataset(store, 12, stride=5)
+    samples = ds.__getitems__([3, 4, 5])
+    collated = torch.utils.data.default_collate(samples)  # looks at samples[0] only
+    assert collated["image"].data_ptr() == samples._batch["image"].data_ptr()
+    assert collated["index"].tolist() == [3, 4, 5]
+
+
+def test_sample_list_pickles_as_a_plain_list(make_store):
+    import pickle as pk
+
+    ds = PatchDataset(make_store([np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3) % 251]), 16)
+    samples = pk.loads(pk.dumps(ds.__getitems__([1, 5])))
+    assert type(samples) is list and [s["index"] for s in samples] == [1, 5]
+    assert torch.equal(samples[1]["image"], ds[5]["image"])

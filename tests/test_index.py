@@ -150,7 +150,7 @@ def test_wide_axis_is_64_bit():
 def test_memory_is_o_images_and_pickles():
     shapes = np.random.default_rng(0).integers(100, 5000, size=(100_000, 2))
     index = PatchIndex(shapes, patch_size=64, stride=32)
-    owned = index._bounds.nbytes + index._grid.nbytes + index._shapes.nbytes
+    owned = index._bounds.nbytes + index._grid_by_axis.nbytes + index._shapes.nbytes
     assert owned <= 24 * len(shapes) + 8
     copy = pickle.loads(pickle.dumps(index))
     probe = np.arange(0, len(index), 9973)
