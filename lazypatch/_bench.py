@@ -62,6 +62,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overheads", action="store_true",
+                        help="instead: locate at 10^6 images, open time, ds[i] latency, bytes per image")
+    parser.add_argument("--build", action="store_true",
+                        help="instead: write_store against plain file writes (MB/s)")
+    parser.add_argument("--memory", action="store_true",
+                        help="instead: RssAnon while reading --patches random patches, main + 2 workers")
+    parser.add_argument("--patches", type=int, default=100_000, help="patches for --memory")
     parser.add_argument("--cold-worker", help=argparse_suppress())
 
 
@@ -95,7 +102,7 @@ def proc_status(pid="self") -> dict:
 class Case:
     """The data of one benchmark: the store, the same images in RAM, h5py copies."""
 
-    def __init__(self, args):
+    def __init__(self, args, load: bool = True):
         from .store import ImageStore, write_store
 
         self.args = args
@@ -113,7 +120,10 @@ class Case:
             print(f"bench: writing a synthetic store of {count} random images {shape} "
                   f"{args.dtype} ({count * np.prod(shape) * itemsize / 1e9:.2f} GB) "
                   f"in {self.workdir}", file=sys.stderr)
-            images = _random_images(rng, count, shape, np.dtype(args.dtype))
+            if count * np.prod(shape) * itemsize > _available_bytes() // 3:  # larger than RAM
+                images = _RandomImages(count, shape, np.dtype(args.dtype), args.seed)
+            else:
+                images = _random_images(rng, count, shape, np.dtype(args.dtype))
             masks = None
             if args.masks:
                 masks = (rng.integers(0, 4, size=shape[:args.ndim], dtype=np.uint8) for _ in range(count))
@@ -130,13 +140,38 @@ class Case:
         self.ram = None
         pixels = int(store.shapes.prod(axis=1).sum()) * store.channels * store.dtype.itemsize
         self.data_bytes = pixels
-        if pixels < _available_bytes() // 3:
+        if load and pixels < _available_bytes() // 3:
             self.ram = _load(store)
 
     def close(self) -> None:
         self.store.close()
         if self.own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _RandomImages:
+    """Distinct random images made one at a time (a store larger than RAM)."""
+
+    class _Image:
+        def __init__(self, shape, dtype, seed):
+            self.shape, self.dtype, self.seed, self._array = shape, dtype, seed, None
+
+        def __getitem__(self, key):
+            if self._array is None:
+                self._array = _random_images(np.random.default_rng(self.seed), 1, self.shape,
+                                             self.dtype)[0]
+            return self._array[key]
+
+    def __init__(self, count, shape, dtype, seed):
+        self.count, self.shape, self.dtype, self.seed = count, shape, dtype, seed
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, position):
+        if not 0 <= position < self.count:
+            raise IndexError(position)
+        return self._Image(self.shape, self.dtype, (self.seed, position))
 
 
 def _random_images(rng, count, shape, dtype):
@@ -426,8 +461,9 @@ class Bench:
         # this process, as after a first epoch (or ImageStore.preload()); the one-time
         # cost of mapping it is reported apart.
         started = time.perf_counter()
-        self.case.store.preload()
-        self.preload_seconds = time.perf_counter() - started
+        if self.case.store.nbytes < _available_bytes() // 2:
+            self.case.store.preload()
+            self.preload_seconds = time.perf_counter() - started
         runners = []
         for name, prepare, unit in self.methods():
             run = prepare()
@@ -666,17 +702,49 @@ def run(args) -> int:
         cold_worker(args.cold_worker)
         return 0
     command = "lazypatch bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "lazypatch bench"
-    case = Case(args)
+    if args.overheads or args.build:
+        from . import _bench_system
+
+        data = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
+                **_bench_system.run(args)}
+        print(json.dumps(data, indent=2))
+        _write_json(args, data)
+        return 0
+    case = Case(args, load=not args.memory)
     try:
-        bench = Bench(case, args)
-        results = bench.run()
-        if args.cold:
-            results.update(run_cold(bench))
-        data = report(results, bench, args, command)
-        print_table(data, args.markdown)
-        if args.json_path:
-            with open(args.json_path, "w") as f:
-                json.dump(data, f, indent=2)
+        if args.memory:
+            from ._bench_system import memory_run
+
+            data = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "store_gb": case.store.nbytes / 1e9, "ram_gb": _available_bytes() / 1e9,
+                    **memory_run(case.store.path, args.patch, args.patches, args.batch)}
+            print_memory(data)
+        else:
+            bench = Bench(case, args)
+            results = bench.run()
+            if args.cold:
+                results.update(run_cold(bench))
+            data = report(results, bench, args, command)
+            print_table(data, args.markdown)
+        _write_json(args, data)
     finally:
         case.close()
     return 0
+
+
+def _write_json(args, data) -> None:
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(data, f, indent=2)
+
+
+def print_memory(data: dict) -> None:
+    print(f"`{data['command']}` on {data['date']}: {data['patches']} random patches per process, "
+          f"store {data['store_gb']:.1f} GB, MemAvailable {data['ram_gb']:.1f} GB at start")
+    print("| process | RssAnon at start (MiB) | RssAnon peak (MiB) | growth (MiB) |")
+    print("|---|---:|---:|---:|")
+    rows = [("main (read_batch)", data["main"])] + [(f"worker {k} (DataLoader)", w)
+                                                    for k, w in enumerate(data["workers"])]
+    for name, row in rows:
+        print(f"| {name} | {row['rss_anon_start_mib']:.1f} | {row['rss_anon_peak_mib']:.1f} | "
+              f"{row['growth_mib']:.1f} |")

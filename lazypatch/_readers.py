@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -486,40 +487,53 @@ class TiledReader(ArrayReader):
         return self.first[image_ids] + local
 
     def rows(self, image_ids, origins, size):
-        """The row plan of interior boxes (NOTE [row windows]).
+        """The row plan of interior boxes, in tile ids (NOTE [row windows]).
 
         Rows run over all spatial axes but x; the channel is added later as a
-        constant offset (records are channel-planar). Returns
-        (tiles, row_start, dx, pieces): per box and row the tile holding its
-        first pixel and the row's pixel offset in a channel plane of the tile,
-        shapes (B, R); the x offset of each box in its first tile; and per
-        later x-piece k the boxes reaching it, as (k, boxes).
+        constant offset (records are channel-planar). Returns (tiles,
+        row_start): per box and row the tile holding its first pixel, and the
+        row's pixel offset in a channel plane of that tile, shapes (B, R).
         """
         tile, nd = self.tile, self.ndim
-        size = tuple(int(v) for v in size)
         count = len(image_ids)
         grid = self.grid[image_ids]
         shape = (count,) + (1,) * (nd - 1)
-        tiles = np.zeros(shape, dtype=np.int64)  # tile id offsets from the lead axes
-        row_start = np.zeros(shape, dtype=np.int64)  # pixel offsets in a plane
+        tiles = (self.first[image_ids] + origins[:, -1] // tile[-1]).reshape(shape)
+        row_start = np.zeros(shape, dtype=np.int64)
         tile_stride = np.ones(count, dtype=np.int64)
         pixel_stride = tile[-1]
         for a in range(nd - 2, -1, -1):
             tile_stride = tile_stride * grid[:, a + 1]
+            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
             axis_shape = [count] + [1] * (nd - 1)
             axis_shape[a + 1] = size[a]
-            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
             tiles = tiles + (tc * tile_stride[:, None]).reshape(axis_shape)
             row_start = row_start + (ic * pixel_stride).reshape(axis_shape)
             pixel_stride *= tile[a]
-        tx0, dx = np.divmod(origins[:, -1], tile[-1])
         rows = (count, int(np.prod(size[:-1])))
-        tiles = np.broadcast_to(tiles + (self.first[image_ids] + tx0).reshape(shape),
-                                (count,) + size[:-1]).reshape(rows)
-        row_start = np.broadcast_to(row_start, (count,) + size[:-1]).reshape(rows)
-        n_pieces = (dx + size[-1] - 1) // tile[-1] + 1
-        pieces = [(k, np.flatnonzero(n_pieces > k)) for k in range(1, int(n_pieces.max()) if count else 1)]
-        return tiles, row_start, dx, pieces
+        return (np.broadcast_to(tiles, (count,) + tuple(size[:-1])).reshape(rows),
+                np.broadcast_to(row_start, (count,) + tuple(size[:-1])).reshape(rows))
+
+    def mapped_row_starts(self, image_ids, origins, size) -> np.ndarray:
+        """Byte offsets in the file of every box row's first pixel, (B, R): the
+        same plan as :meth:`rows`, with the arithmetic done on per-axis terms."""
+        tile, nd = self.tile, self.ndim
+        record, value = self.record_bytes, self.itemsize
+        count = len(image_ids)
+        grid = self.grid[image_ids]
+        shape = (count,) + (1,) * (nd - 1)
+        tx0, dx = np.divmod(origins[:, -1], tile[-1])
+        starts = (self.array.offset + (self.first[image_ids] + tx0) * record + dx * value).reshape(shape)
+        tile_stride = np.full(count, record, dtype=np.int64)
+        pixel_stride = tile[-1] * value
+        for a in range(nd - 2, -1, -1):
+            tile_stride = tile_stride * grid[:, a + 1]
+            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
+            axis_shape = [count] + [1] * (nd - 1)
+            axis_shape[a + 1] = size[a]
+            starts = starts + (tc * tile_stride[:, None] + ic * pixel_stride).reshape(axis_shape)
+            pixel_stride *= tile[a]
+        return starts.reshape(count, -1)
 
     def _read_interior(self, handles, image_ids, origins, size, out, mode):
         record, value = self.record_bytes, self.itemsize
@@ -532,43 +546,87 @@ class TiledReader(ArrayReader):
                 source, tile_address = self._fetch(handles, np.unique(exact), record, mode)
                 gather_windows(source, tile_address(exact), record, rows)
             return
-        tiles, row_start, dx, pieces = self.rows(image_ids, origins, size)
-        width = int(size[-1]) * value
+        size = tuple(int(v) for v in size)
+        width = size[-1] * value
+        dx = origins[:, -1] % self.tile[-1]
+        n_pieces = (dx + size[-1] - 1) // self.tile[-1] + 1
+        segment = math.gcd(self.tile[-1], size[-1], *set(dx.tolist()))
+        if int(n_pieces.max()) > 2 and segment * 4 >= self.tile[-1]:
+            self._read_segments(handles, image_ids, origins, size, out, mode, segment)
+            return
+        by_column = np.argsort(-dx, kind="stable")  # piece k starts at column k * tile - dx
+        pieces = [(k, by_column[n_pieces[by_column] > k]) for k in range(1, int(n_pieces.max()))]
+        if mode == "mmap":
+            source = handles.bytes
+            starts = self.mapped_row_starts(image_ids, origins, size)
+            if int(starts.max()) + width + record > source.numel():
+                # the last bytes of the file: no room for full windows, go box by box
+                for k in range(len(image_ids)):
+                    self.read_box(handles, int(image_ids[k]), tuple(origins[k].tolist()), size,
+                                  out[k], 0, mode)
+                return
+
+            def piece_starts(boxes, k):
+                return starts[boxes] + (k * record - dx[boxes] * value)[:, None]
+        else:
+            tiles, row_start = self.rows(image_ids, origins, size)
+            touched = np.unique(np.concatenate([tiles.ravel()] + [(tiles[b] + k).ravel() for k, b in pieces]))
+            source, tile_address = self._fetch(handles, touched, record + width, mode)
+            starts = tile_address(tiles) + (row_start + dx[:, None]) * value
+
+            def piece_starts(boxes, k):
+                return tile_address(tiles[boxes] + k) + row_start[boxes] * value
+
         # channel planes: a constant byte offset per channel within a record
         channels = np.arange(max(self.array.channels, 1), dtype=np.int64) * (
             int(np.prod(self.tile)) * value)
-        if mode == "mmap":
-            source = handles.bytes
-
-            def tile_address(tile_ids):
-                return self.array.offset + tile_ids * record
-        else:
-            touched = np.unique(np.concatenate([tiles.ravel()] + [(tiles[b] + k).ravel() for k, b in pieces]))
-            source, tile_address = self._fetch(handles, touched, record + width, mode)
-        starts = tile_address(tiles) + (row_start + dx[:, None]) * value  # (B, R)
         heads = starts[:, None, :] + channels[None, :, None]  # (B, C, R)
-        if mode == "mmap" and heads.size and int(heads.max()) + width > source.numel():
-            # the last bytes of the file: no room for a full window, go box by box
-            for k in range(len(image_ids)):
-                self.read_box(handles, int(image_ids[k]), tuple(origins[k].tolist()), size,
-                              out[k], 0, mode)
-            return
         rows = byte_rows(out, heads.size)
         gather_windows(source, heads, width, rows)
         if not pieces:
             return
         out_rows = rows.view(len(image_ids), -1, width).numpy()
-        piece_width = min(int(size[-1]), self.tile[-1]) * value
+        piece_width = min(size[-1], self.tile[-1]) * value
         for k, boxes in pieces:
-            piece_starts = tile_address(tiles[boxes] + k) + row_start[boxes] * value
-            count = piece_starts.shape[1] * len(channels) * len(boxes)
-            got = handles.scratch(count * piece_width, 1)[: count * piece_width].view(count, piece_width)
-            gather_windows(source, piece_starts[:, None, :] + channels[None, :, None], piece_width, got)
-            got = got.view(len(boxes), -1, piece_width).numpy()
-            first = ((k * self.tile[-1] - dx[boxes]) * value).tolist()
-            for j, (box, begin) in enumerate(zip(boxes.tolist(), first)):
-                stop = min(width, begin + piece_width)
-                out_rows[box, :, begin:stop] = got[j, :, : stop - begin]
+            addresses = piece_starts(boxes, k)[:, None, :] + channels[None, :, None]
+            got = handles.scratch(addresses.size * piece_width, 1)[: addresses.size * piece_width]
+            got = gather_windows(source, addresses, piece_width, got.view(addresses.size, piece_width))
+            _merge(out_rows, got.view(len(boxes), -1, piece_width).numpy(), boxes,
+                   (k * self.tile[-1] - dx[boxes]) * value, width)
+
+    def _read_segments(self, handles, image_ids, origins, size, out, mode, segment):
+        """Boxes many tiles wide, whose x offsets share a large divisor with the tile.
+
+        Every row is cut into segments of ``segment`` pixels, none of which
+        crosses a tile border, so one gather writes them all in place: no
+        piece to merge (a 256-pixel box on 64-pixel tiles is 4 segments a row).
+        """
+        record, value = self.record_bytes, self.itemsize
+        tile_x = self.tile[-1]
+        cuts = origins[:, -1, None] + np.arange(0, size[-1], segment)  # (B, m) first column
+        tile_step, column = np.divmod(cuts, tile_x)
+        tile_step -= origins[:, -1, None] // tile_x
+        shifted = origins.copy()
+        shifted[:, -1] -= origins[:, -1] % tile_x  # rows start at their first tile's column 0
+        if mode == "mmap":
+            source = handles.bytes
+            starts = self.mapped_row_starts(image_ids, shifted, size)
+        else:
+            tiles, row_start = self.rows(image_ids, shifted, size)
+            touched = np.unique((tiles[:, :, None] + tile_step[:, None, :]).ravel())
+            source, tile_address = self._fetch(handles, touched, record, mode)
+            starts = tile_address(tiles) + row_start * value
+            # tile steps become slot steps in scratch: address each (row, segment) directly
+            slots = tile_address(tiles[:, :, None] + tile_step[:, None, :]) - tile_address(tiles)[:, :, None]
+        channels = np.arange(max(self.array.channels, 1), dtype=np.int64) * (
+            int(np.prod(self.tile)) * value)
+        within = column * value
+        if mode == "mmap":
+            offsets = (tile_step * record + within)[:, None, None, :]
+        else:
+            offsets = (slots + within[:, None, :])[:, None, :, :]
+        addresses = starts[:, None, :, None] + channels[None, :, None, None] + offsets
+        gather_windows(source, addresses, segment * value, byte_rows(out, addresses.size))
 
     def _fetch(self, handles, touched: np.ndarray, slack: int, mode):
         """Read the sorted tiles ``touched`` into scratch; (source, address function)."""
@@ -585,6 +643,27 @@ class TiledReader(ArrayReader):
             return np.searchsorted(touched, tile_ids) * record
 
         return source, tile_address
+
+
+def _merge(out_rows, got, boxes, begins, width) -> None:
+    """out_rows[box, :, begin:] = got[j, :, :width - begin]: the x-pieces of a batch.
+
+    ``boxes`` come sorted by ``begins``; boxes starting their piece at the
+    same column are copied by one numpy fancy assignment from a slice of
+    ``got`` (no temporary); when nearly every box has its own column (random
+    origins), box by box.
+    """
+    piece_width = got.shape[-1]
+    columns, starts = np.unique(begins, return_index=True)
+    if len(columns) * 8 <= len(boxes):
+        stops = np.append(starts[1:], len(boxes)).tolist()
+        for begin, lo, hi in zip(columns.tolist(), starts.tolist(), stops):
+            stop = min(width, begin + piece_width)
+            out_rows[boxes[lo:hi], :, begin:stop] = got[lo:hi, :, : stop - begin]
+        return
+    for j, (box, begin) in enumerate(zip(boxes.tolist(), begins.tolist())):
+        stop = min(width, begin + piece_width)
+        out_rows[box, :, begin:stop] = got[j, :, : stop - begin]
 
 
 class ChunkedReader(TiledReader):

@@ -206,7 +206,8 @@ def meta_text(value, position: int) -> str:
 
 
 def cut_tiles(band: np.ndarray, tile: tuple) -> np.ndarray:
-    """Tiles (n, C, *tile) of a band (h <= tile[0], *spatial, C): zero padded, channel-planar.
+    """Tiles (n, C, *tile) of a band (*spatial, C) of whole tile rows: zero padded,
+    channel-planar, in C order over the band's tile grid.
 
     >>> band = np.arange(2 * 3 * 2).reshape(2, 3, 2)  # 2 rows, 3 columns, 2 channels
     >>> cut_tiles(band, (2, 2))[:, 0].tolist()  # channel 0 of the two tiles
@@ -214,18 +215,46 @@ def cut_tiles(band: np.ndarray, tile: tuple) -> np.ndarray:
     """
     spatial = band.shape[:-1]
     channels = band.shape[-1]
-    grid = [-(-s // t) for s, t in zip(spatial[1:], tile[1:])]
-    full = (tile[0],) + tuple(g * t for g, t in zip(grid, tile[1:]))
+    grid = [-(-s // t) for s, t in zip(spatial, tile)]
+    full = tuple(g * t for g, t in zip(grid, tile))
     if tuple(spatial) != full:
         padded = np.zeros(full + (channels,), dtype=band.dtype)
         padded[tuple(slice(0, s) for s in spatial)] = band
         band = padded
-    if len(tile) == 2:
-        split = band.reshape(tile[0], grid[0], tile[1], channels).transpose(1, 3, 0, 2)
-    else:
-        split = band.reshape(tile[0], grid[0], tile[1], grid[1], tile[2], channels)
-        split = split.transpose(1, 3, 5, 0, 2, 4)
-    return np.ascontiguousarray(split).reshape((-1, channels) + tuple(tile))
+    split = band.reshape(tuple(v for g, t in zip(grid, tile) for v in (g, t)) + (channels,))
+    nd = len(tile)
+    order = tuple(range(0, 2 * nd, 2)) + (2 * nd,) + tuple(range(1, 2 * nd, 2))
+    return np.ascontiguousarray(split.transpose(order)).reshape((-1, channels) + tuple(tile))
+
+
+class _Checksums:
+    """CRC32s computed in a background thread, in submission order (zlib releases the GIL)."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lazypatch-crc")
+        self._value = 0
+        self._last = None
+
+    def start(self) -> None:
+        self.wait()
+        self._value = 0
+
+    def update(self, data) -> None:
+        self._last = self._pool.submit(self._add, data)
+
+    def _add(self, data) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def wait(self) -> int:
+        if self._last is not None:
+            self._last.result()
+            self._last = None
+        return self._value
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -314,6 +343,7 @@ class Builder:
         self.h5 = h5py.File(tmp_path, "w", track_order=False)
         self.fd = os.open(tmp_path, os.O_RDWR)
         self.nbytes = 0
+        self._checksums = _Checksums()
 
     # records per image
     def _image_records(self, spatial) -> int:
@@ -402,39 +432,39 @@ class Builder:
         self.metas.append(meta_text(meta, position))
 
     def _bands(self, array: _StoredArray, spatial):
-        """(start, stop) row ranges along the first axis, in write order."""
-        if self.layout == "contiguous":
-            row = int(np.prod(spatial[1:], dtype=np.int64)) * max(array.channels, 1)
-            step = max(1, _BAND_BYTES // max(row * array.dtype.itemsize, 1))
-        else:
-            step = self.tile[0]
+        """(start, stop) row ranges along the first axis, in write order: whole tile rows,
+        as many as fit in about 16 MiB."""
+        row = int(np.prod(spatial[1:], dtype=np.int64)) * max(array.channels, 1) * array.dtype.itemsize
+        unit = 1 if self.layout == "contiguous" else self.tile[0]
+        step = unit * max(1, _BAND_BYTES // max(row * unit, 1))
         return [(r, min(r + step, spatial[0])) for r in range(0, spatial[0], step)]
 
     def _write(self, array: _StoredArray, source, spatial, start, channel_axis, position) -> int:
         """Copy one image (or mask) band by band; returns the CRC32 of its C-order bytes."""
-        crc = 0
+        checksums = self._checksums
+        checksums.start()
         pixels = int(np.prod(spatial, dtype=np.int64))
         row_pixels = pixels // spatial[0]
-        per_band = None
         if self.layout != "contiguous":
-            per_band = int(np.prod([-(-s // t) for s, t in zip(spatial[1:], self.tile[1:])]))
-        for band_number, (r0, r1) in enumerate(self._bands(array, spatial)):
+            tiles_per_row = int(np.prod([-(-s // t) for s, t in zip(spatial[1:], self.tile[1:])]))
+        for r0, r1 in self._bands(array, spatial):
             band = np.ascontiguousarray(source[r0:r1], dtype=array.dtype)
             if self.check_finite and band.dtype.kind == "f" and not np.isfinite(band).all():
                 raise ParameterError(
                     f"image {position} holds NaN or infinite values (check_finite=True)"
                 )
-            crc = zlib.crc32(band, crc)
+            checksums.update(band)
             if not channel_axis:
                 band = band[..., None]
             if self.layout != "contiguous":
-                self._put(array, start + band_number * per_band, cut_tiles(band, self.tile))
+                first = start + (r0 // self.tile[0]) * tiles_per_row
+                self._put(array, first, cut_tiles(band, self.tile))
                 continue
             # contiguous: the image is one planar block (C, *shape) at value start * C
             for channel in range(band.shape[-1]):
                 first = (start * band.shape[-1] + channel * pixels + r0 * row_pixels)
                 self._put(array, first, np.ascontiguousarray(band[..., channel]))
-        return crc
+        return checksums.wait()
 
     def _put(self, array: _StoredArray, first: int, data: np.ndarray) -> None:
         count = data.size // max(1, int(np.prod(array.record_shape, dtype=np.int64)))
@@ -496,6 +526,7 @@ class Builder:
 
     def close(self) -> None:
         """Release every handle and remove spool files (not the temporary store)."""
+        self._checksums.close()
         if self.h5 is not None and self.h5.id.valid:
             self.h5.close()
         self.h5 = None
@@ -539,7 +570,10 @@ def _copy_range(src_fd: int, dst_fd: int, count: int, dst_offset: int) -> None:
 # -- input handling ------------------------------------------------------------------------
 def planned_shapes(images, spatial_ndim):
     """Spatial shapes of every image when known without reading pixels, else None."""
-    if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+    sequence = isinstance(images, Sequence) or (
+        hasattr(images, "__len__") and hasattr(images, "__getitem__") and not hasattr(images, "shape")
+        and not isinstance(images, Mapping))
+    if sequence and not isinstance(images, (str, bytes)):
         if all(hasattr(item, "shape") and len(item.shape) >= spatial_ndim for item in images):
             return [tuple(int(v) for v in item.shape[:spatial_ndim]) for item in images]
         return None

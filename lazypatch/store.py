@@ -67,7 +67,7 @@ def write_store(
         RAM). ``chunked`` stores one tile per HDF5 chunk, which compression
         and checksums need.
     tile : int or sequence of int, optional
-        Tile extent per axis (tiled and chunked); default 64 (2-D) or 32 (3-D).
+        Tile extent per axis (tiled and chunked); default 64 on every axis.
     compression : {None, "gzip", "lzf"}
         Needs ``layout="chunked"``.
     compression_opts : int, optional

@@ -174,3 +174,15 @@ def test_axis_origins_oracle_matches_the_specification():
                     for o in shift:
                         covered.update(range(o, o + patch))
                     assert covered >= set(range(length))
+
+
+@given(st.integers(257, 3000), st.integers(0, 2**32 - 1))
+def test_two_level_search_equals_searchsorted(images, seed):
+    rng = np.random.default_rng(seed)
+    shapes = rng.integers(1, 40, size=(images, 2))
+    shapes[rng.random(images) < 0.3] = 2  # many images without patches
+    index = PatchIndex(shapes, patch_size=4, stride=3, edge="drop")
+    flat = np.concatenate([rng.integers(0, len(index), 500), [0, len(index) - 1]])
+    flat = np.concatenate([flat, index.offsets[index.offsets < len(index)]])  # every boundary
+    expected = np.searchsorted(index.offsets, flat, side="right")
+    assert np.array_equal(index._find_images(flat), expected)

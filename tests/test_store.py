@@ -250,3 +250,14 @@ def test_auto_mode_follows_the_page_cache(make_store, monkeypatch):
     assert cold._batch_mode(cold._get_handles(), ids, origins) == "pread"
     batch = cold.read_regions(ids, origins, (16, 16))
     assert all(np.array_equal(batch[k], images[k][:16, :16]) for k in range(40))
+
+
+@pytest.mark.parametrize("io", ["mmap", "pread"])
+def test_boxes_many_tiles_wide_read_by_segments(make_store, io):
+    images = make_images([(70, 90), (64, 64)], np.uint16, 3)
+    store = ImageStore(make_store(images, tile=8).path, io=io)
+    ids = [0, 0, 1, 0]
+    origins = [(0, 0), (4, 12), (32, 28), (37, 56)]  # x offsets share the divisor 4 with the tile
+    batch = store.read_regions(ids, origins, (33, 32))
+    for j, (i, o) in enumerate(zip(ids, origins)):
+        assert np.array_equal(batch[j], patch_oracle(images[i], o, (33, 32)))
