@@ -24,6 +24,7 @@ Warm methods (the data is in the page cache):
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -399,6 +400,15 @@ class Bench:
             run.fraction = 1 / 16
             return run
 
+        def m_store_per_patch():
+            def run(flat):
+                part = flat[: max(len(flat) // 8, 1)]
+                image_ids, origins = ds.index.locate(part)
+                for i, origin in zip(image_ids.tolist(), origins.tolist()):
+                    region = store.read_region(i, origin, patch)
+                return part[-1:], region[None]
+            return run
+
         def m_raw_pread():
             if store.layout == "chunked":
                 return None
@@ -438,6 +448,16 @@ class Bench:
             ("seed on-the-fly dataset", m_seed, "sixteenth"),
             ("raw pread (warm), 1 thread", m_raw_pread, "batch"),
         ]
+        from . import _bench_peers as peers
+
+        if store.layout == "chunked":
+            table.append(("h5py per patch, this store (ImageStore.read_region)", m_store_per_patch, "eighth"))
+        table += peers.worker_methods(self)
+        table += [
+            ("patchly GridSampler (memory map)", lambda: peers.patchly_method(self), "batch"),
+            ("MONAI GridPatchDataset + DataLoader (grid order)", lambda: peers.monai_method(self), "batch"),
+            ("tensorstore zarr3, one future per patch", lambda: peers.tensorstore_method(self), "batch"),
+        ]
         if args.only:
             keys = [k.strip() for k in args.only.split(",")]
             table = [row for row in table if any(k in row[0] for k in keys) or row[0] in
@@ -464,28 +484,37 @@ class Bench:
         if self.case.store.nbytes < _available_bytes() // 2:
             self.case.store.preload()
             self.preload_seconds = time.perf_counter() - started
-        runners = []
-        for name, prepare, unit in self.methods():
-            run = prepare()
-            if run is None:
-                continue
-            self.check(name, run)
-            runners.append((name, run, unit))
-        times = {name: [] for name, _, _ in runners}
-        rss = {name: [] for name, _, _ in runners}
-        for flat in self.plans:
-            for name, run, unit in runners:
-                fraction = getattr(run, "fraction", 1 / 8 if unit == "eighth" else 1.0)
-                before = proc_status().get("RssAnon", 0)
-                started = time.perf_counter()
-                run(flat)
-                seconds = time.perf_counter() - started
-                rss[name].append(proc_status().get("RssAnon", 0) - before)
-                times[name].append(len(flat) * fraction / seconds)
+        times, rss = {}, {}
+        methods = self.methods()
+        # worker processes run last, on their own: idle workers still slow the others here
+        alone = [m for m in methods if "workers" not in m[0]]
+        with_workers = [m for m in methods if "workers" in m[0]]
+        for group in (alone, with_workers):
+            runners = []
+            for name, prepare, unit in group:
+                run = prepare()
+                if run is not None:
+                    self.check(name, run)
+                    runners.append((name, run, unit))
+            for name, _, _ in runners:
+                times[name], rss[name] = [], []
+            for flat in self.plans:
+                for name, run, unit in runners:
+                    fraction = getattr(run, "fraction", 1 / 8 if unit == "eighth" else 1.0)
+                    before = proc_status().get("RssAnon", 0)
+                    started = time.perf_counter()
+                    run(flat)
+                    seconds = time.perf_counter() - started
+                    rss[name].append(proc_status().get("RssAnon", 0) - before)
+                    times[name].append(len(flat) * fraction / seconds)
+            if group is alone:
+                self._raw_pread = dict((n, r) for n, r, _ in runners).get("raw pread (warm), 1 thread")
+            runners = run = None
+            gc.collect()  # the DataLoaders go, and their persistent workers with them
         if not self.args.only or "pread" in self.args.only:
             for threads in (4, 8):
                 name = f"raw pread (warm), {threads} threads"
-                run = dict((n, r) for n, r, _ in runners).get("raw pread (warm), 1 thread")
+                run = getattr(self, "_raw_pread", None)
                 if run is None:
                     break
                 times[name] = []
@@ -499,6 +528,43 @@ class Bench:
                        "rss_anon_growth_mib": max(rss[name]) if rss[name] else 0.0,
                        "runs": values}
                 for name, values in times.items()}
+
+
+def profile_batch(bench: Bench, repeats: int = 200) -> dict:
+    """Median microseconds per batch spent in each stage of ``read_batch`` and of
+    torch's default DataLoader path (same random batches)."""
+    from torch.utils.data import default_collate
+
+    ds, store = bench.dataset, bench.case.store
+    handles = store._get_handles()
+    rng = np.random.default_rng(bench.args.seed + 7)
+    batches = [rng.integers(0, len(ds), bench.batch) for _ in range(repeats)]
+    located = [ds.index.locate(flat) for flat in batches]
+    out = np.empty((bench.batch, store.channels) + bench.patch, store.dtype)
+
+    def median_us(function, items):
+        for item in items[:10]:
+            function(item)
+        times = []
+        for item in items:
+            started = time.perf_counter()
+            function(item)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1e6
+
+    stages = {
+        "locate (index)": median_us(ds.index.locate, batches),
+        "page-cache probe (io=auto)": median_us(lambda p: store._batch_mode(handles, *p), located),
+        "plan + gather (store)": median_us(
+            lambda p: store._pixels.read_boxes(handles, p[0], p[1], bench.patch, out, 0, "mmap",
+                                               ds._interior), located),
+    }
+    total = median_us(ds.read_batch, batches)
+    stages["indices, buffer, tensors, dict"] = total - sum(stages.values())
+    stages["read_batch, in all"] = total
+    stages["__getitems__ + default_collate, in all"] = median_us(
+        lambda flat: default_collate(ds.__getitems__(flat.tolist())), batches)
+    return stages
 
 
 # -- cold -------------------------------------------------------------------------------------
@@ -722,10 +788,13 @@ def run(args) -> int:
         else:
             bench = Bench(case, args)
             results = bench.run()
+            stages = profile_batch(bench)
             if args.cold:
                 results.update(run_cold(bench))
             data = report(results, bench, args, command)
+            data["stages_us_per_batch"] = stages
             print_table(data, args.markdown)
+            print_stages(stages, bench.batch, args.markdown)
         _write_json(args, data)
     finally:
         case.close()
@@ -736,6 +805,17 @@ def _write_json(args, data) -> None:
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump(data, f, indent=2)
+
+
+def print_stages(stages: dict, batch: int, markdown: bool) -> None:
+    print()
+    print(f"Where the time goes, per batch of {batch} (median microseconds):")
+    if markdown:
+        print()
+        print("| stage | us per batch |")
+        print("|---|---:|")
+    for name, value in stages.items():
+        print(f"| {name} | {value:,.0f} |" if markdown else f"  {name:<42} {value:10,.0f}")
 
 
 def print_memory(data: dict) -> None:
