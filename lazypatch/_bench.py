@@ -556,8 +556,8 @@ def profile_batch(bench: Bench, repeats: int = 200) -> dict:
         "locate (index)": median_us(ds.index.locate, batches),
         "page-cache probe (io=auto)": median_us(lambda p: store._batch_mode(handles, *p), located),
         "plan + gather (store)": median_us(
-            lambda p: store._pixels.read_boxes(handles, p[0], p[1], bench.patch, out, 0, "mmap",
-                                               ds._interior), located),
+            lambda p: store._pixels.read_boxes(handles, p[0], p[1], bench.patch, out, 0,
+                                               store._batch_mode(handles, *p), ds._interior), located),
     }
     total = median_us(ds.read_batch, batches)
     stages["indices, buffer, tensors, dict"] = total - sum(stages.values())

@@ -669,6 +669,12 @@ def _merge(out_rows, got, boxes, begins, width) -> None:
 class ChunkedReader(TiledReader):
     """One tile per HDF5 chunk, read (and decompressed, checksummed) by h5py."""
 
+    def read_box(self, handles, image_id, origin, size, out, pad_value, mode) -> None:
+        ArrayReader.read_box(self, handles, image_id, origin, size, out, pad_value, "h5py")
+
+    def read_boxes(self, handles, image_ids, origins, size, out, pad_value, mode, interior=False) -> None:
+        super().read_boxes(handles, image_ids, origins, size, out, pad_value, "h5py", interior)
+
     def _dataset(self, handles):
         return handles.h5[fmt.D_PIXELS if self.array.channels else fmt.D_MASKS]
 

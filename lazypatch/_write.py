@@ -242,7 +242,10 @@ class _Checksums:
         self._value = 0
 
     def update(self, data) -> None:
-        self._last = self._pool.submit(self._add, data)
+        if data.nbytes < (1 << 20) and self._last is None:
+            self._add(data)  # small: a thread round trip would cost more than the CRC
+        else:
+            self._last = self._pool.submit(self._add, data)
 
     def _add(self, data) -> None:
         self._value = zlib.crc32(data, self._value)
@@ -323,7 +326,7 @@ class Builder:
     """Writes images one at a time into a temporary HDF5 file."""
 
     def __init__(self, tmp_path, *, spatial_ndim, layout, tile, compression, compression_opts,
-                 checksum, planned_shapes=None, check_finite=False):
+                 checksum, planned_shapes=None, check_finite=False, label_block=None):
         import h5py
 
         self.tmp_path = tmp_path
@@ -334,6 +337,8 @@ class Builder:
         self.compression_opts = compression_opts
         self.checksum = bool(checksum)
         self.check_finite = check_finite
+        self.label_block = label_block  # count labels per block while writing masks
+        self.label_rows = []  # per image: (blocks, labels, counts)
         self.planned = planned_shapes
         self.spec = None
         self.mask_dtype = None
@@ -425,7 +430,14 @@ class Builder:
         start = self.records
         self.crcs.append(self._write(self.pixels, image, spatial, start, spec.channel_axis, position))
         if mask is not None:
-            self.mask_crcs.append(self._write(self.masks, mask, spatial, start, False, position))
+            counter = None
+            if self.label_block is not None:
+                from .labels import BlockCounter
+
+                counter = BlockCounter(spatial, self.label_block)
+            self.mask_crcs.append(self._write(self.masks, mask, spatial, start, False, position, counter))
+            if counter is not None:
+                self.label_rows.append(counter.rows())
         self.records += self._image_records(spatial)
         self.shapes.append(spatial)
         self.names.append(str(position) if name is None else name)
@@ -439,7 +451,7 @@ class Builder:
         step = unit * max(1, _BAND_BYTES // max(row * unit, 1))
         return [(r, min(r + step, spatial[0])) for r in range(0, spatial[0], step)]
 
-    def _write(self, array: _StoredArray, source, spatial, start, channel_axis, position) -> int:
+    def _write(self, array: _StoredArray, source, spatial, start, channel_axis, position, counter=None) -> int:
         """Copy one image (or mask) band by band; returns the CRC32 of its C-order bytes."""
         checksums = self._checksums
         checksums.start()
@@ -454,6 +466,8 @@ class Builder:
                     f"image {position} holds NaN or infinite values (check_finite=True)"
                 )
             checksums.update(band)
+            if counter is not None:
+                counter.add(r0, band)
             if not channel_axis:
                 band = band[..., None]
             if self.layout != "contiguous":
@@ -496,6 +510,16 @@ class Builder:
         if self.masks is not None:
             h5.create_dataset(fmt.D_MASK_CRC, data=np.asarray(self.mask_crcs, dtype=np.uint32),
                               track_times=False)
+        if self.label_block is not None and self.masks is not None:
+            from .labels import STATS_GROUP
+
+            group = h5.create_group(STATS_GROUP)
+            group.attrs["block"] = np.asarray(self.label_block, dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum([len(rows[0]) for rows in self.label_rows])])
+            group.create_dataset("image_offsets", data=offsets.astype(np.int64), track_times=False)
+            for k, name in enumerate(("blocks", "labels", "counts")):
+                data = np.concatenate([rows[k] for rows in self.label_rows]) if self.label_rows else []
+                group.create_dataset(name, data=np.asarray(data, dtype=np.int64), track_times=False)
         text = h5py.string_dtype("utf-8")
         h5.create_dataset(fmt.D_NAMES, data=np.asarray(self.names, dtype=object), dtype=text,
                           track_times=False)
@@ -640,7 +664,7 @@ def prevalidate(images, masks, spatial_ndim, shapes) -> None:
 
 def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, layout="tiled",
           tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
-          progress=None, check_finite=False) -> str:
+          progress=None, check_finite=False, label_stats=False) -> str:
     """Write a store (see ``lazypatch.write_store``); returns the final path."""
     tile, compression_opts = check_options(
         spatial_ndim, layout, tile, compression, compression_opts, checksum
@@ -663,7 +687,7 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
         builder = Builder(
             tmp, spatial_ndim=spatial_ndim, layout=layout, tile=tile, compression=compression,
             compression_opts=compression_opts, checksum=checksum, planned_shapes=shapes,
-            check_finite=check_finite,
+            check_finite=check_finite, label_block=_label_block(label_stats, spatial_ndim, masks),
         )
         bar = _progress_bar(show, len(shapes) if shapes is not None else None)
         try:
@@ -681,6 +705,17 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
             os.unlink(tmp)
         raise
     return target
+
+
+def _label_block(label_stats, spatial_ndim, masks):
+    """The block of label statistics to count while writing, or None."""
+    if label_stats is False or label_stats is None:
+        return None
+    if masks is None:
+        raise ParameterError("label_stats needs masks (there is nothing to count)")
+    if label_stats is True:
+        return (64,) * spatial_ndim
+    return axis_tuple(label_stats, spatial_ndim, "label_stats")
 
 
 def _progress_bar(show: bool, total):

@@ -61,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--edge", default="drop", choices=("drop", "shift", "pad"))
     info.set_defaults(func=cmd_info)
 
+    index = commands.add_parser(
+        "index", help="compute label statistics or a foreground filter into a sidecar file")
+    index.add_argument("store")
+    index.add_argument("--labels", action="store_true", help="per-block label counts (for ClassSampler)")
+    index.add_argument("--block", type=_int_list, default=64, help="block of --labels (default 64)")
+    index.add_argument("--foreground", action="store_true",
+                       help="a filter keeping grid patches with enough foreground")
+    index.add_argument("--patch", type=_int_list, help="grid of --foreground")
+    index.add_argument("--stride", type=_int_list)
+    index.add_argument("--edge", default="drop", choices=("drop", "shift", "pad"))
+    index.add_argument("--threshold", type=float, default=0.5, help="minimum foreground fraction")
+    index.add_argument("--from", dest="source", default="mask", choices=("mask", "intensity"))
+    index.add_argument("--intensity", default="otsu", help="'otsu' or a number (with --from intensity)")
+    index.add_argument("--brighter", action="store_true", help="foreground is brighter than the threshold")
+    index.add_argument("--out", help="sidecar path (default: next to the store)")
+    index.set_defaults(func=cmd_index)
+
     bench = commands.add_parser("bench", help="measure random-access throughput side by side with baselines")
     from ._bench import add_arguments
 
@@ -174,6 +191,38 @@ def cmd_info(args) -> int:
                 print(f"{('grid.' + sub):<{width + 5}}  {subvalue}")
         else:
             print(f"{key:<{width + 5}}  {value}")
+    return 0
+
+
+# -- index -----------------------------------------------------------------------------------
+def cmd_index(args) -> int:
+    from .store import ImageStore
+
+    if args.labels == args.foreground:
+        raise ValueError("choose one of --labels or --foreground")
+    store = ImageStore(args.store)
+    if args.labels:
+        from .labels import LabelStats
+
+        stats = LabelStats.compute(store, args.block)
+        path = stats.write_sidecar(store, args.out)
+        print(f"wrote {path}: {len(stats.blocks)} (block, label, count) rows, labels "
+              f"{sorted(stats.totals())[:20]}")
+        return 0
+    from .filtering import foreground_filter
+
+    if args.patch is None:
+        raise ValueError("--foreground needs --patch (the grid the filter is for)")
+    intensity = args.intensity if args.intensity == "otsu" else float(args.intensity)
+    path = foreground_filter(store, args.patch, args.stride, args.edge, threshold=args.threshold,
+                             source=args.source, intensity=intensity, darker=not args.brighter,
+                             path=args.out)
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        kept, total = int(f.attrs["kept"]), int(f.attrs["patches"])
+    print(f"wrote {path}: keeps {kept} of {total} patches ({kept / max(total, 1):.1%}); use "
+          f"PatchDataset(store, ..., filter={path!r})")
     return 0
 
 

@@ -78,6 +78,9 @@ class PatchDataset(Dataset):
         Applied to each sample dict; returns the new sample.
     image_ids : sequence of int, optional
         Restrict the dataset to these images of the store (e.g. a split).
+    filter : path, optional
+        A foreground filter (``lazypatch.filtering.foreground_filter`` or
+        ``lazypatch index --foreground``) for this grid: only kept patches.
 
     Samples are dicts with exactly: ``"image"`` (C, *patch) in the store's
     dtype, ``"image_id"`` (int, the store's image number), ``"origin"`` (int64
@@ -99,7 +102,7 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, store, patch_size, stride=None, edge: str = "drop", pad_value=0,
-                 mask_pad_value=0, transform=None, image_ids=None):
+                 mask_pad_value=0, transform=None, image_ids=None, filter=None):
         if isinstance(store, (str, bytes, os.PathLike)):
             store = ImageStore(store)
         if not isinstance(store, ImageStore):
@@ -113,6 +116,7 @@ class PatchDataset(Dataset):
         self.mask_pad_value = check_pad(mask_pad_value, store.mask_dtype) if store.has_masks else mask_pad_value
         self.transform = transform
         self._params = (patch_size, stride, edge)
+        self.filter = os.fspath(filter) if filter is not None else None
         if image_ids is not None:
             image_ids = as_int_array(image_ids, "image_ids")
             if image_ids.ndim != 1:
@@ -125,6 +129,10 @@ class PatchDataset(Dataset):
     def _build(self) -> None:
         patch_size, stride, edge = self._params
         index = PatchIndex(self.store.shapes, patch_size, stride, edge)
+        if self.filter is not None:
+            from .filtering import load_filter
+
+            index = load_filter(self.store, self.filter, index)
         if self.image_ids is not None:
             index = index.subset(self.image_ids)
             if len(index) == 0:
@@ -155,6 +163,11 @@ class PatchDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the transform the epoch (see ``SeededTransform``); PatchSampler calls it."""
+        if hasattr(self.transform, "set_epoch"):
+            self.transform.set_epoch(epoch)
 
     def __repr__(self) -> str:
         return (

@@ -39,6 +39,7 @@ def write_store(
     overwrite: bool = False,
     progress: bool | None = None,
     check_finite: bool = False,
+    label_stats=False,
 ) -> "ImageStore":
     """Write images (and optional masks) into one HDF5 store, atomically.
 
@@ -81,6 +82,9 @@ def write_store(
         Show a progress bar; by default when stderr is a terminal.
     check_finite : bool
         Reject float images holding NaN or infinity.
+    label_stats : bool or int or sequence of int
+        Also count the pixels of every mask label per block (64 per axis, or
+        this block size), for :class:`lazypatch.labels.ClassSampler`.
 
     Returns
     -------
@@ -111,6 +115,7 @@ def write_store(
         path, images, masks=masks, names=names, meta=meta, spatial_ndim=spatial_ndim,
         layout=layout, tile=tile, compression=compression, compression_opts=compression_opts,
         checksum=checksum, overwrite=overwrite, progress=progress, check_finite=check_finite,
+        label_stats=label_stats,
     )
     return ImageStore(target)
 

@@ -1,0 +1,94 @@
+"""Sidecar files: what ``lazypatch index`` computes from a store without writing to it.
+
+A sidecar is a small HDF5 file next to the store (``STORE.h5.filter-<name>.h5``,
+``STORE.h5.labels.h5``), written atomically like a store and bound to the
+store's content: it records the store's fingerprint (a SHA-256 over its
+shapes and per-image CRC32s) and is refused for any other content. Arrays a
+worker needs at run time are contiguous datasets, memory-mapped at their
+file offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+
+import numpy as np
+
+from . import _format as fmt
+from .errors import StoreFormatError
+
+
+def fingerprint(store) -> str:
+    """SHA-256 over the store's shapes, CRC32 tables and pixel format."""
+    handles = store._get_handles()
+    h5 = handles.h5
+    digest = hashlib.sha256()
+    digest.update(json.dumps([store.layout, store.dtype.str, store.channels,
+                              store.mask_dtype.str if store.has_masks else ""]).encode())
+    digest.update(np.ascontiguousarray(store.shapes).tobytes())
+    digest.update(np.ascontiguousarray(h5[fmt.D_CRC][()]).tobytes())
+    if store.has_masks:
+        digest.update(np.ascontiguousarray(h5[fmt.D_MASK_CRC][()]).tobytes())
+    return digest.hexdigest()
+
+
+def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
+    """Write a sidecar atomically (temporary file, fsync, rename)."""
+    import h5py
+
+    from ._write import fsync_folder
+
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["lazypatch_sidecar"] = kind
+            f.attrs["store_fingerprint"] = fingerprint(store)
+            f.attrs["store_name"] = os.path.basename(store.path)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            for name, array in arrays.items():
+                f.create_dataset(name, data=array, track_times=False)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_folder(path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def open_checked(path: str, kind: str, store):
+    """The open h5py sidecar, after checking it belongs to this store's content."""
+    fmt.check_path(path)
+    f = fmt.open_h5(path)
+    found = f.attrs.get("lazypatch_sidecar")
+    if found != kind:
+        f.close()
+        raise StoreFormatError(f"{path!r} is not a lazypatch {kind} sidecar (it says {found!r})")
+    if f.attrs.get("store_fingerprint") != fingerprint(store):
+        f.close()
+        raise StoreFormatError(
+            f"{path!r} was computed for other content than {store.path!r} (fingerprints differ); "
+            f"run `lazypatch index` again"
+        )
+    return f
+
+
+def mapped(path: str, name: str, dtype, count: int) -> np.ndarray:
+    """A contiguous sidecar dataset as a read-only memory map."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        dataset = f[name]
+        offset = dataset.id.get_offset()
+        if offset is None or dataset.dtype != dtype or dataset.size != count:
+            raise StoreFormatError(f"{path!r}: dataset {name!r} is not a contiguous {dtype} array of {count}")
+    if offset + count * np.dtype(dtype).itemsize > os.path.getsize(path):
+        raise StoreFormatError(f"{path!r} is truncated")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))

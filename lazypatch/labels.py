@@ -1,0 +1,369 @@
+"""Label statistics and class-balanced sampling.
+
+:class:`LabelStats` counts, per image and per block (64 pixels per axis by
+default), the pixels of every label present, stored sparsely as
+(block, label, count) rows: a many-class label map costs rows only for the
+labels each block actually holds. They are computed in one pass over the
+masks, by ``write_store(..., label_stats=True)`` (kept in the store) or by
+``lazypatch index STORE --labels`` (a sidecar bound to the store's content).
+
+:class:`ClassSampler` draws patch centres with given class ratios (like
+MONAI's RandCropByPosNegLabel or torchio's LabelSampler), or in proportion to
+a per-pixel weight given per label value. Building it reads only the
+statistics; each draw then reads one small mask block to pick the exact
+pixel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _shuffle, _sidecar
+from ._geometry import axis_tuple, is_int
+from .errors import ParameterError, ParameterTypeError, StoreFormatError
+from .sampling import PatchSampler
+
+__all__ = ["LabelStats", "ClassSampler"]
+
+STATS_GROUP = "label_stats"
+
+
+class BlockCounter:
+    """Accumulates (block, label, count) rows of one image from bands of rows."""
+
+    def __init__(self, shape, block):
+        self.shape = tuple(shape)
+        self.block = tuple(block)
+        self.grid = [-(-s // b) for s, b in zip(self.shape, self.block)]
+        self.parts = []
+
+    def add(self, r0: int, band: np.ndarray) -> None:
+        """Count a band of mask rows starting at row ``r0``."""
+        nd = len(self.shape)
+        coords = [(np.arange(band.shape[0]) + r0) // self.block[0]]
+        coords += [np.arange(band.shape[a]) // self.block[a] for a in range(1, nd)]
+        linear = np.zeros(band.shape, np.int64)
+        for a in range(nd):
+            view = [1] * nd
+            view[a] = -1
+            linear = linear * self.grid[a] + coords[a].reshape(view)
+        pairs = np.stack([linear.ravel(), band.astype(np.int64).ravel()], axis=1)
+        keys, counts = np.unique(pairs, axis=0, return_counts=True)
+        self.parts.append((keys[:, 0], keys[:, 1], counts))
+
+    def rows(self):
+        """(blocks, labels, counts), merged across bands, sorted by block then label."""
+        if not self.parts:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        blocks = np.concatenate([p[0] for p in self.parts])
+        labels = np.concatenate([p[1] for p in self.parts])
+        counts = np.concatenate([p[2] for p in self.parts])
+        keys, inverse = np.unique(np.stack([blocks, labels], axis=1), axis=0, return_inverse=True)
+        merged = np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
+        return keys[:, 0], keys[:, 1], merged
+
+
+class LabelStats:
+    """Per image and block, the pixel count of every label present.
+
+    Attributes
+    ----------
+    block : tuple of int
+        Block extent per axis.
+    image_offsets : int64 (n_images + 1,)
+        Rows of image i are ``[image_offsets[i], image_offsets[i + 1])``.
+    blocks, labels, counts : int64 (rows,)
+        Block number within its image (C order over the block grid), label
+        value, pixel count.
+    """
+
+    def __init__(self, block, image_offsets, blocks, labels, counts, shapes):
+        self.block = tuple(int(v) for v in block)
+        self.image_offsets = np.asarray(image_offsets, np.int64)
+        self.blocks = np.asarray(blocks, np.int64)
+        self.labels = np.asarray(labels, np.int64)
+        self.counts = np.asarray(counts, np.int64)
+        self.shapes = np.asarray(shapes, np.int64)
+        rows = len(self.blocks)
+        if (len(self.image_offsets) != len(self.shapes) + 1 or self.image_offsets[0] != 0
+                or self.image_offsets[-1] != rows or np.any(np.diff(self.image_offsets) < 0)
+                or len(self.labels) != rows or len(self.counts) != rows or (self.counts < 0).any()):
+            raise StoreFormatError("label statistics are inconsistent (damaged or foreign tables)")
+
+    def __repr__(self) -> str:
+        return (f"LabelStats({len(self.shapes)} images, block {self.block}, {len(self.blocks)} rows, "
+                f"labels {sorted(set(self.labels.tolist()))[:10]})")
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        """The image of every row."""
+        return np.repeat(np.arange(len(self.shapes)), np.diff(self.image_offsets))
+
+    def totals(self) -> dict:
+        """{label: total pixel count over all images}."""
+        values, inverse = np.unique(self.labels, return_inverse=True)
+        sums = np.bincount(inverse, weights=self.counts).astype(np.int64)
+        return dict(zip(values.tolist(), sums.tolist()))
+
+    # -- computing -----------------------------------------------------------------------------
+    @classmethod
+    def compute(cls, store, block=64, progress=None) -> "LabelStats":
+        """Count every mask of a store (one pass, band by band)."""
+        from .store import ImageStore
+
+        store = store if isinstance(store, ImageStore) else ImageStore(store)
+        if not store.has_masks:
+            raise ParameterError(f"label statistics need masks; {store.path!r} has none")
+        block = axis_tuple(block, store.spatial_ndim, "block")
+        offsets, blocks, labels, counts = [0], [], [], []
+        for image_id in range(len(store)):
+            shape = tuple(int(v) for v in store.shapes[image_id])
+            counter = BlockCounter(shape, block)
+            rows = block[0] * max(1, (32 << 20) // max(block[0] * int(np.prod(shape[1:])) * 8, 1))
+            for r0 in range(0, shape[0], rows):
+                r1 = min(r0 + rows, shape[0])
+                band = store.read_mask_region(image_id, (r0,) + (0,) * (len(shape) - 1), (r1 - r0,) + shape[1:])
+                counter.add(r0, band)
+            b, lab, c = counter.rows()
+            blocks.append(b)
+            labels.append(lab)
+            counts.append(c)
+            offsets.append(offsets[-1] + len(b))
+        return cls(block, offsets, np.concatenate(blocks), np.concatenate(labels),
+                   np.concatenate(counts), store.shapes)
+
+    # -- storing ---------------------------------------------------------------------------------
+    def arrays(self) -> dict:
+        return {"image_offsets": self.image_offsets, "blocks": self.blocks, "labels": self.labels,
+                "counts": self.counts}
+
+    def write_sidecar(self, store, path=None) -> str:
+        path = os.fspath(path) if path is not None else default_path(store)
+        return _sidecar.write(path, "labels", store, self.arrays(), {"block": np.asarray(self.block)})
+
+    @classmethod
+    def open(cls, store, path=None) -> "LabelStats":
+        """The statistics kept in the store, else in its sidecar (``lazypatch index --labels``)."""
+        from .store import ImageStore
+
+        store = store if isinstance(store, ImageStore) else ImageStore(store)
+        h5 = store._get_handles().h5
+        if path is None and STATS_GROUP in h5:
+            group = h5[STATS_GROUP]
+            return cls(group.attrs["block"], *(group[k][()] for k in ("image_offsets", "blocks", "labels", "counts")),
+                       store.shapes)
+        path = os.fspath(path) if path is not None else default_path(store)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"no label statistics for {store.path!r}: write the store with label_stats=True, "
+                f"or run `lazypatch index {store.path} --labels` (looked for {path!r})"
+            )
+        with _sidecar.open_checked(path, "labels", store) as f:
+            return cls(f.attrs["block"], *(f[k][()] for k in ("image_offsets", "blocks", "labels", "counts")),
+                       store.shapes)
+
+
+def _unit(tags, salt) -> np.ndarray:
+    """Uniform floats in [0, 1), one per tag (53 random bits each)."""
+    bits = _shuffle.mix(np.asarray(tags, np.int64).astype(np.uint64) ^ np.uint64(salt)) >> np.uint64(11)
+    return bits.astype(np.float64) / float(1 << 53)
+
+
+def default_path(store) -> str:
+    return f"{store.path}.labels.h5"
+
+
+class ClassSampler(PatchSampler):
+    """Patches whose centre pixel has each label with given ratios, or weighted per pixel.
+
+    Parameters
+    ----------
+    dataset : PatchDataset over a store with masks
+        Best with ``stride=1`` (every origin is a patch), so a patch can be
+        centred on any pixel; with a coarser grid the patch is the grid patch
+        that contains the chosen pixel.
+    ratios : dict {label: ratio}, optional
+        Probability of each label for the centre pixel (normalized), e.g.
+        ``{0: 1, 1: 1}`` for half background, half foreground.
+    weights : dict {label: weight}, optional
+        Instead of ratios: a per-pixel weight map given by label value; the
+        centre is drawn with probability proportional to its pixel's weight.
+    num_samples : int
+        Samples per epoch (all ranks together).
+    stats : LabelStats, optional
+        Default: ``LabelStats.open(dataset.store)``.
+    seed, num_replicas, rank, drop_last
+        As for :class:`PatchSampler`.
+
+    Notes
+    -----
+    Building the sampler reads only the statistics. A drawn centre must leave
+    room for the patch inside its image; when it does not, the draw is
+    repeated (so the label ratios stay exact); images lacking a label are
+    skipped for it, and ``summary`` counts them.
+    """
+
+    def __init__(self, dataset, ratios=None, *, weights=None, num_samples=None, stats=None, seed: int = 0,
+                 num_replicas=None, rank=None, drop_last: bool = False):
+        if (ratios is None) == (weights is None):
+            raise ParameterError("give exactly one of ratios= (per label) or weights= (per pixel value)")
+        if num_samples is None:
+            raise ParameterError(
+                "num_samples is required: how many patches an epoch draws (all ranks together)"
+            )
+        store = dataset.store
+        if not store.has_masks:
+            raise ParameterError(f"ClassSampler needs a store with masks; {store.path!r} has none")
+        super().__init__(dataset, shuffle=True, seed=seed, num_samples=num_samples, replacement=True,
+                         num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+        self.stats = stats if stats is not None else LabelStats.open(store)
+        self.store = store
+        self._image_filter = None
+        if getattr(dataset, "image_ids", None) is not None:
+            self._image_filter = np.asarray(dataset.image_ids)
+        table = self._rows()
+        row_images, row_blocks, row_labels, row_counts = table
+        self.summary = {}
+        if ratios is not None:
+            mapping = self._check_mapping(ratios, "ratios")
+            self.mode = "ratios"
+            self._labels = np.asarray(sorted(mapping))
+            probabilities = np.asarray([mapping[label] for label in self._labels], np.float64)
+            self._tables = []
+            for label in self._labels.tolist():
+                rows = np.flatnonzero(row_labels == label)
+                images_with = np.unique(row_images[rows])
+                self.summary[label] = {"pixels": int(row_counts[rows].sum()), "images": len(images_with),
+                                       "images_without": self._image_count() - len(images_with)}
+                if len(rows) == 0:
+                    raise ParameterError(f"no image has label {label}: cannot draw it (ratios={ratios})")
+                self._tables.append((row_images[rows], row_blocks[rows], np.cumsum(row_counts[rows]),
+                                     np.full(len(rows), label)))
+            self._cumulative = np.cumsum(probabilities / probabilities.sum())
+        else:
+            mapping = self._check_mapping(weights, "weights")
+            self.mode = "weights"
+            self._weights = mapping
+            weight = np.asarray([mapping.get(label, 0.0) for label in row_labels.tolist()], np.float64)
+            keep = weight > 0
+            keys = np.stack([row_images[keep], row_blocks[keep]], axis=1)
+            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+            block_weight = np.bincount(inverse.reshape(-1), weights=(weight * row_counts)[keep])
+            if len(unique) == 0:
+                raise ParameterError(f"no pixel has a positive weight (weights={weights})")
+            self._tables = [(unique[:, 0], unique[:, 1], np.cumsum(block_weight), None)]
+            self.summary = {"blocks": len(unique), "total_weight": float(block_weight.sum())}
+        self.clipped = 0
+
+    @staticmethod
+    def _check_mapping(mapping, name):
+        if not isinstance(mapping, dict) or not mapping:
+            raise ParameterTypeError(f"{name} must be a non-empty dict {{label: value}}, got {mapping!r}")
+        result = {}
+        for label, value in mapping.items():
+            if not is_int(label):
+                raise ParameterTypeError(f"{name} keys must be integer labels, got {label!r}")
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or value < 0:
+                raise ParameterError(f"{name} values must be non-negative numbers, got {value!r} for {label}")
+            result[int(label)] = float(value)
+        if sum(result.values()) <= 0:
+            raise ParameterError(f"{name} must not all be zero, got {mapping!r}")
+        return result
+
+    def _image_count(self) -> int:
+        return len(self._image_filter) if self._image_filter is not None else len(self.stats.shapes)
+
+    def _rows(self):
+        stats = self.stats
+        images = stats.image_ids
+        if self._image_filter is not None:
+            keep = np.isin(images, self._image_filter)
+            return images[keep], stats.blocks[keep], stats.labels[keep], stats.counts[keep]
+        return images, stats.blocks, stats.labels, stats.counts
+
+    # -- drawing ------------------------------------------------------------------------------------
+    def indices(self, positions) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64) % self.num_samples
+        salt = _shuffle.key(self.seed, self.epoch)
+        # the label of each draw is fixed first: redrawing a centre that leaves no room for
+        # the patch must not change the label, or the ratios would drift
+        if self.mode == "ratios":
+            uniform = _unit(positions, _shuffle.key(salt, 7))
+            which = np.minimum(np.searchsorted(self._cumulative, uniform, side="right"), len(self._tables) - 1)
+        else:
+            which = np.zeros(len(positions), np.int64)
+        result = np.empty(len(positions), np.int64)
+        pending = np.arange(len(positions))
+        attempt = 0
+        while pending.size:
+            tag = positions[pending] * 64 + min(attempt, 63)
+            image_ids, origins, valid = self._draw(tag, which[pending], _shuffle.key(salt, attempt))
+            if attempt >= 63:  # no room to centre after 64 draws: clip into the image instead
+                self.clipped += int((~valid).sum())
+                room = np.maximum(self.store.shapes[image_ids] - np.asarray(self.dataset.patch_size), 0)
+                origins = np.clip(origins, 0, room)
+                valid[:] = True
+            done = pending[valid]
+            result[done] = self._flat(image_ids[valid], origins[valid])
+            pending = pending[~valid]
+            attempt += 1
+        return result
+
+    def _draw(self, tags, which, salt):
+        image_ids = np.empty(len(tags), np.int64)
+        centres = np.empty((len(tags), self.store.spatial_ndim), np.int64)
+        for table_number in np.unique(which).tolist():
+            members = np.flatnonzero(which == table_number)
+            images, blocks, cumulative, labels = self._tables[table_number]
+            point = _unit(tags[members], _shuffle.key(salt, 1)) * cumulative[-1]
+            rows = np.minimum(np.searchsorted(cumulative, point, side="right"), len(cumulative) - 1)
+            image_ids[members] = images[rows]
+            centres[members] = self._pixel_in_block(images[rows], blocks[rows], labels, tags[members], salt)
+        origins = centres - np.asarray(self.dataset.patch_size) // 2
+        shapes = self.store.shapes[image_ids]
+        valid = ((origins >= 0) & (origins + np.asarray(self.dataset.patch_size) <= shapes)).all(axis=1)
+        return image_ids, origins, valid
+
+    def _pixel_in_block(self, images, blocks, label, tags, salt):
+        """One pixel per draw, uniform among the block's pixels of the label (or by weight)."""
+        block = np.asarray(self.stats.block)
+        nd = len(block)
+        grid = -(-self.store.shapes[images] // block)
+        coords = np.empty((len(blocks), nd), np.int64)
+        rest = blocks.copy()
+        for a in range(nd - 1, -1, -1):
+            rest, coords[:, a] = np.divmod(rest, grid[:, a])
+        starts = coords * block
+        masks = self.store.read_mask_regions(images, starts, tuple(block.tolist()))
+        inside = np.ones(masks.shape, bool)
+        for a in range(nd):
+            view = [1] * (nd + 1)
+            view[a + 1] = -1
+            inside &= (starts[:, a, None] + np.arange(block[a])).reshape([len(blocks)] + view[1:]) < \
+                self.store.shapes[images][:, a].reshape([len(blocks)] + [1] * nd)
+        flat = masks.reshape(len(blocks), -1)
+        if label is not None:
+            weight = ((flat == label[0]) & inside.reshape(len(blocks), -1)).astype(np.float64)
+        else:
+            lookup = np.vectorize(lambda v: self._weights.get(int(v), 0.0), otypes=[np.float64])
+            values, inverse = np.unique(flat, return_inverse=True)
+            weight = lookup(values)[inverse].reshape(flat.shape) * inside.reshape(len(blocks), -1)
+        cumulative = np.cumsum(weight, axis=1)
+        pick = np.argmax(cumulative > (_unit(tags, _shuffle.key(salt, 2)) * cumulative[:, -1])[:, None], axis=1)
+        within = np.stack(np.unravel_index(pick, tuple(block.tolist())), axis=1)
+        return starts + within
+
+    def _flat(self, image_ids, origins) -> np.ndarray:
+        index = self.dataset.index
+        local = image_ids
+        if self._image_filter is not None:
+            position = {int(i): k for k, i in enumerate(self._image_filter.tolist())}
+            local = np.asarray([position[int(i)] for i in image_ids], np.int64)
+        stride = np.asarray(index.stride)
+        snapped = origins // stride * stride  # the grid patch holding the pixel
+        if index.edge == "shift":
+            snapped = np.minimum(snapped, np.maximum(index.shapes[local] - np.asarray(index.patch_size), 0))
+        return np.asarray(index.flat_index(local, snapped), dtype=np.int64)
