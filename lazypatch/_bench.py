@@ -67,6 +67,8 @@ def add_arguments(parser) -> None:
                         help="instead: locate at 10^6 images, open time, ds[i] latency, bytes per image")
     parser.add_argument("--build", action="store_true",
                         help="instead: write_store against plain file writes (MB/s)")
+    parser.add_argument("--sampling", action="store_true",
+                        help="instead: sampler cost, ClassSampler build, aggregation speed and memory")
     parser.add_argument("--memory", action="store_true",
                         help="instead: RssAnon while reading --patches random patches, main + 2 workers")
     parser.add_argument("--patches", type=int, default=100_000, help="patches for --memory")
@@ -768,7 +770,7 @@ def run(args) -> int:
         cold_worker(args.cold_worker)
         return 0
     command = "lazypatch bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "lazypatch bench"
-    if args.overheads or args.build:
+    if args.overheads or args.build or args.sampling:
         from . import _bench_system
 
         data = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),

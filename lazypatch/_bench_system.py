@@ -191,4 +191,99 @@ def run(args) -> dict:
         report["getitem"] = getitem_latency(workdir)
     if args.build:
         report["build"] = build_speed(workdir, min(args.size_gb, 2.0))
+    if args.sampling:
+        report["sampling"] = sampling_figures(workdir)
+    return report
+
+
+def sampling_figures(workdir: str) -> dict:
+    """Sampler cost, class-sampler construction, aggregation speed and out-of-core memory."""
+    import gc
+    import tracemalloc
+
+    import torch
+
+    from .aggregate import PatchAggregator
+    from .dataset import PatchDataset
+    from .index import PatchIndex
+    from .labels import ClassSampler
+    from .sampling import PatchSampler
+    from .store import write_store
+
+    report = {}
+    rng = np.random.default_rng(4)
+    index = PatchIndex(rng.integers(256, 4096, size=(20_000, 2)), 64, stride=32)
+    sampler = PatchSampler(index, seed=1)
+    batches = sampler.batches(256)
+    next(batches)
+    started = time.perf_counter()
+    for _ in range(2000):
+        next(batches)
+    per_batch = (time.perf_counter() - started) / 2000
+    iterator = iter(sampler)
+    started = time.perf_counter()
+    for _ in range(256 * 400):
+        next(iterator)
+    per_batch_ints = (time.perf_counter() - started) / 400
+    report["sampler"] = {"patches": len(index), "us_per_batch_of_256_arrays": per_batch * 1e6,
+                         "us_per_batch_of_256_ints": per_batch_ints * 1e6}
+
+    images = rng.integers(0, 255, size=(10_000, 64, 64), dtype=np.uint8)
+    masks = (rng.random((10_000, 64, 64)) < 0.1).astype(np.uint8)
+    masks[:, 20:40, 20:40] = 2
+    path = os.path.join(workdir, "labels.h5")
+    store = write_store(path, images, masks=masks, label_stats=16, overwrite=True, progress=False)
+    dataset = PatchDataset(store, 16, stride=1)
+    gc.collect()
+    tracemalloc.start()
+    started = time.perf_counter()
+    class_sampler = ClassSampler(dataset, {0: 1, 1: 1, 2: 1}, num_samples=100_000)
+    built = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    report["class_sampler"] = {"images": 10_000, "stats_rows": len(class_sampler.stats.blocks),
+                               "build_seconds": built, "build_peak_mib": peak / 2**20}
+    store.close()
+
+    shape, patch, stride = (2048, 2048), 64, 32
+    agg_index = PatchIndex([shape], patch, stride=stride, edge="shift")
+    ids, origins = agg_index.locate(np.arange(len(agg_index)))
+    predictions = torch.rand(256, 2, patch, patch)
+    values = predictions.numpy()
+
+    def numpy_slice_add():
+        baseline = np.zeros((2,) + shape, np.float32)
+        for k, (y, x) in enumerate(origins.tolist()):
+            baseline[:, y:y + patch, x:x + patch] += values[k % 256]
+        return baseline
+
+    def aggregate():
+        aggregator = PatchAggregator([shape], patch, stride=stride)
+        for k in range(0, len(ids), 256):
+            count = min(256, len(ids) - k)
+            aggregator.add(predictions[:count], ids[k:k + count], origins[k:k + count])
+        return aggregator.result(0)
+
+    times = {"numpy": [], "ours": []}
+    for _ in range(5):  # interleaved repetitions, medians
+        for name, function in (("numpy", numpy_slice_add), ("ours", aggregate)):
+            started = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - started)
+    base_seconds, ours = statistics.median(times["numpy"]), statistics.median(times["ours"])
+    report["aggregation"] = {"patches": len(ids), "numpy_slice_add_per_s": len(ids) / base_seconds,
+                             "aggregator_per_s": len(ids) / ours, "ratio": base_seconds / ours,
+                             "note": "the aggregator's time includes finishing the image (the division)"}
+
+    before = proc_status().get("RssAnon", 0.0)
+    peak = before
+    with PatchAggregator([(512, 512)] * 100, 64, stride=48, out=os.path.join(workdir, "preds.h5")) as agg:
+        out_ids, out_origins = agg.index.locate(np.arange(len(agg.index)))
+        ones = np.ones((256, 2, 64, 64), np.float32)
+        for k in range(0, len(out_ids), 256):
+            count = min(256, len(out_ids) - k)
+            agg.add(ones[:count], out_ids[k:k + count], out_origins[k:k + count])
+            peak = max(peak, proc_status().get("RssAnon", 0.0))
+    report["out_of_core"] = {"images": 100, "image_mib": 2 * 512 * 512 * 4 / 2**20,
+                             "rss_anon_growth_mib": peak - before}
     return report

@@ -1,10 +1,13 @@
 """Random orders in O(1) memory: keyed hashing and a keyed permutation of [0, n).
 
-``permute(positions, n, key)`` is a bijection of [0, n) evaluated on demand
-(a six-round Feistel network over the smallest even-bit power of two >= n,
-with cycle walking back into [0, n)): no list of n indices ever exists, yet
-consecutive outputs are spread like a uniform permutation's. Everything is
-vectorized uint64 numpy arithmetic (wrapping on overflow by design).
+``permute(positions, n, key)`` is a bijection of [0, n) evaluated on demand:
+a six-round Feistel network on the mixed-radix domain Z_a x Z_b with
+a = ceil(sqrt(n)), b = ceil(n / a) (so a * b - n < a), each round adding a
+multiply-shift hash of one half to the other modulo its radix, with cycle
+walking for the few values that land in [n, a * b). No list of n indices
+ever exists, yet consecutive outputs are spread like a uniform
+permutation's. Everything is vectorized uint64 numpy arithmetic (wrapping
+on overflow by design).
 
 >>> order = permute(np.arange(10), 10, key(3, 0))
 >>> sorted(order.tolist()) == list(range(10))
@@ -32,12 +35,28 @@ def mix(values) -> np.ndarray:
     return x
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix_int(x: int) -> int:
+    """``mix`` on one Python int (no numpy call: keys are made often)."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
 def key(*words: int) -> int:
-    """One 64-bit key from integers (seed, epoch, stream...)."""
-    state = np.zeros(1, dtype=np.uint64)
+    """One 64-bit key from integers (seed, epoch, stream...).
+
+    >>> key(1, 2) == int(mix(np.uint64(key(1)) ^ np.uint64((2 * _GOLDEN + 1) & _MASK)))
+    True
+    """
+    state = 0
     for word in words:
-        state = mix(state ^ np.uint64((int(word) * _GOLDEN + 1) & 0xFFFFFFFFFFFFFFFF))
-    return int(state[0])
+        state = _mix_int(state ^ ((int(word) * _GOLDEN + 1) & _MASK))
+    return state
 
 
 def uniform(positions, n, salt: int) -> np.ndarray:
@@ -46,24 +65,22 @@ def uniform(positions, n, salt: int) -> np.ndarray:
     return (drawn % np.asarray(n, dtype=np.uint64)).astype(np.int64)
 
 
-def _half_bits(n) -> np.ndarray:
-    """Half the bits of the Feistel domain of each n: domain = 4 ** half >= n."""
-    n = np.maximum(np.asarray(n, dtype=np.int64), 2)
-    bits = np.ceil(np.log2(n.astype(np.float64))).astype(np.int64)
-    bits += bits % 2
-    # guard float rounding at exact powers of two
-    bits = np.where((np.int64(1) << bits) < n, bits + 2, bits)
-    return np.maximum(bits // 2, 1).astype(np.uint64)
+def _round_hash(values: np.ndarray, round_key, modulus) -> np.ndarray:
+    """A keyed hash of each value into [0, modulus): multiply, keep the high bits."""
+    scrambled = (values ^ round_key) * _M1
+    scrambled ^= scrambled >> np.uint64(29)
+    scrambled *= _M2
+    return (scrambled >> np.uint64(32)) % modulus
 
 
-def _encrypt(values: np.ndarray, half: np.ndarray, round_keys, tweak) -> np.ndarray:
-    mask = (np.uint64(1) << half) - np.uint64(1)
-    left = values >> half
-    right = values & mask
-    for round_key in round_keys:
-        scrambled = mix(right ^ round_key ^ tweak) & mask
-        left, right = right, left ^ scrambled
-    return (left << half) | right
+def _encrypt(values, rows, cols, round_keys, tweak):
+    high, low = np.divmod(values, cols)
+    for number, round_key in enumerate(round_keys):
+        if number % 2 == 0:
+            high = (high + _round_hash(low ^ tweak, round_key, rows)) % rows
+        else:
+            low = (low + _round_hash(high ^ tweak, round_key, cols)) % cols
+    return high * cols + low
 
 
 def permute(positions, n, salt: int, tweak=0) -> np.ndarray:
@@ -75,15 +92,18 @@ def permute(positions, n, salt: int, tweak=0) -> np.ndarray:
     """
     values = np.asarray(positions, dtype=np.int64).astype(np.uint64)
     n = np.broadcast_to(np.asarray(n, dtype=np.int64), values.shape).astype(np.uint64)
-    tweak = np.broadcast_to(mix(np.asarray(tweak, dtype=np.int64).astype(np.uint64)), values.shape)
-    half = _half_bits(n)
+    if np.ndim(tweak) == 0:
+        tweak = np.uint64(_mix_int(int(tweak) & _MASK))
+    else:
+        tweak = np.broadcast_to(mix(np.asarray(tweak, dtype=np.int64).astype(np.uint64)), values.shape)
+    rows = np.maximum(np.ceil(np.sqrt(n.astype(np.float64))).astype(np.uint64), np.uint64(1))
+    rows = np.where(rows * rows < n, rows + np.uint64(1), rows)  # float rounding of sqrt
+    cols = np.maximum((n + rows - np.uint64(1)) // rows, np.uint64(1))
     round_keys = [np.uint64(key(salt, r)) for r in range(_ROUNDS)]
-    result = _encrypt(values, half, round_keys, tweak)
+    result = _encrypt(values, rows, cols, round_keys, tweak)
     outside = np.flatnonzero(result >= n)
     while outside.size:  # cycle walking: stays a bijection of [0, n)
-        result[outside] = _encrypt(result[outside], half[outside], round_keys, tweak[outside])
+        result[outside] = _encrypt(result[outside], rows[outside], cols[outside], round_keys,
+                                   tweak if np.ndim(tweak) == 0 else tweak[outside])
         outside = outside[result[outside] >= n[outside]]
-    small = n <= 1
-    if small.any():
-        result[small] = 0
     return result.astype(np.int64)

@@ -118,7 +118,8 @@ class PatchAggregator:
         self._windows = [_window(mode, p, sigma_scale) for p in self.patch_size]
         self.channels = None
         self._sums = {}  # image (local id) -> float32 (C, *shape) weighted sums
-        self._received = {}  # image -> bool array over its patches
+        self._received = {}  # image -> one byte per patch: arrived or not
+        self._missing = {}  # image -> patches still to arrive
         self._done = {}  # image -> result array (in RAM) or True (in the out file)
         self._complete = set()  # images finished because all their patches arrived
         self._out_path = None
@@ -223,34 +224,50 @@ class PatchAggregator:
         flat = self.index.flat_index(local, origins)  # ValueError for origins off the grid
         self.channels = int(predictions.shape[1])
         first = flat - (self.index.offsets - self.index.counts)[local]
-        weights = self._patch_weights(local, origins)
-        weighted = predictions.astype(np.float32, copy=False) * weights[:, None]
-        finished = set()
-        for k, (image, position) in enumerate(zip(local.tolist(), first.tolist())):
-            if image in self._done:
-                if image in self._complete:
-                    continue  # every patch of it arrived already: this one is a repeat
-                raise ParameterError(
-                    f"image {int(self.image_ids[image])} was already finished (result() was "
-                    "called before all its patches arrived)"
-                )
+        if self.mode == "average":  # every weight is 1: the predictions are added as they are
+            weighted = predictions.astype(np.float32, copy=False)
+        else:
+            weighted = predictions.astype(np.float32, copy=False) * self._patch_weights(local, origins)[:, None]
+        patch = self.patch_size
+        finished = []
+        for k, (image, position, origin) in enumerate(zip(local.tolist(), first.tolist(), origins.tolist())):
             received = self._received.get(image)
             if received is None:
-                received = self._received[image] = np.zeros(int(self.index.counts[image]), bool)
-                shape = tuple(int(v) for v in self._shapes[image])
-                self._sums[image] = np.zeros((self.channels,) + shape, np.float32)
+                received = self._start(image)
+                if received is None:
+                    continue  # a repeat of a patch of a finished image
             if received[position]:
                 continue  # the same patch twice (a distributed sampler's wrap): counted once
-            received[position] = True
-            origin = origins[k]
-            box = tuple(slice(int(o), int(o) + p) for o, p in zip(origin, self.patch_size))
-            target = self._sums[image][(slice(None),) + box]
-            target += weighted[(k, slice(None)) + tuple(slice(0, n) for n in target.shape[1:])]
-            if received.all():
-                finished.add(image)
+            received[position] = 1
+            sums = self._sums[image]
+            box = (slice(None),) + tuple(slice(o, o + p) for o, p in zip(origin, patch))
+            target = sums[box]
+            if target.shape[1:] == patch:
+                target += weighted[k]
+            else:  # the patch leaves the image: only its inside counts
+                target += weighted[(k, slice(None)) + tuple(slice(0, n) for n in target.shape[1:])]
+            self._missing[image] -= 1
+            if not self._missing[image]:
+                finished.append(image)
         for image in finished:
             self._complete.add(image)
             self._finish(image)
+
+    def _start(self, image: int):
+        """Buffers for an image's first patch (None for a repeat after it finished)."""
+        if image in self._done:
+            if image in self._complete:
+                return None  # every patch of it arrived already: this one is a repeat
+            raise ParameterError(
+                f"image {int(self.image_ids[image])} was already finished (result() was called "
+                "before all its patches arrived)"
+            )
+        count = int(self.index.counts[image])
+        self._received[image] = received = bytearray(count)
+        self._missing[image] = count
+        shape = tuple(int(v) for v in self._shapes[image])
+        self._sums[image] = np.zeros((self.channels,) + shape, np.float32)
+        return received
 
     def _axis_weights(self, axis: int, origins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Per-patch 1-D weights (B, patch) of one axis (crop margins depend on position)."""
@@ -281,7 +298,7 @@ class PatchAggregator:
     # -- finishing ---------------------------------------------------------------------------
     def _weight_sum(self, image: int) -> np.ndarray:
         shape = tuple(int(v) for v in self._shapes[image])
-        received = self._received[image]
+        received = np.frombuffer(self._received[image], np.uint8).astype(bool)
         if received.all():
             # separable weights over a full Cartesian grid: an outer product of 1-D sums
             total = None
@@ -313,9 +330,12 @@ class PatchAggregator:
         sums = self._sums.pop(image)
         weight = self._weight_sum(image)
         self._received.pop(image)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result = sums / weight
-        result[:, weight == 0] = np.nan
+        self._missing.pop(image)
+        uncovered = weight == 0
+        if uncovered.any():
+            weight[uncovered] = 1
+            sums[:, uncovered] = np.nan
+        result = np.divide(sums, weight, out=sums)
         if self._h5 is not None:
             self._h5["predictions"].create_dataset(str(int(self.image_ids[image])), data=result)
             self._done[image] = True
@@ -354,7 +374,7 @@ class PatchAggregator:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        return torch.from_numpy(np.array(value, copy=True))
+        return torch.from_numpy(value)  # the stored result itself (no copy of a whole image)
 
     @property
     def in_flight(self) -> int:

@@ -16,6 +16,7 @@ number of DataLoader workers.
 from __future__ import annotations
 
 import multiprocessing
+import operator
 
 import numpy as np
 import torch
@@ -134,7 +135,7 @@ class PatchSampler(Sampler):
             )
         self.epoch = 0
         self._start = 0  # global position this epoch's iteration starts from
-        self._yielded = 0  # samples this rank has yielded since _start
+        self._progress = (0, None, 0)  # (samples before the current chunk, its iterator, its size)
 
     # -- sizes ----------------------------------------------------------------------------
     def _per_rank(self, start: int = 0) -> int:
@@ -152,7 +153,7 @@ class PatchSampler(Sampler):
             raise ParameterError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = int(epoch)
         self._start = 0
-        self._yielded = 0
+        self._progress = (0, None, 0)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
 
@@ -191,27 +192,39 @@ class PatchSampler(Sampler):
         return range(start + self.rank, start + self.rank + self._per_rank(start) * self.num_replicas,
                      self.num_replicas)
 
+    @property
+    def _yielded(self) -> int:
+        """Samples this rank has handed out since the epoch (or the resume) began."""
+        before, iterator, size = self._progress
+        return before if iterator is None else before + size - operator.length_hint(iterator)
+
     def __iter__(self):
-        self._yielded = 0
         positions = self.positions()
+        self._progress = (0, None, 0)
         for begin in range(0, len(positions), _CHUNK):
-            chunk = np.asarray(positions[begin:begin + _CHUNK], dtype=np.int64)
-            for index in self.indices(chunk).tolist():
-                self._yielded += 1
-                yield index
+            values = self.indices(np.asarray(positions[begin:begin + _CHUNK], dtype=np.int64)).tolist()
+            iterator = iter(values)
+            self._progress = (begin, iterator, len(values))
+            yield from iterator  # no Python work per index
+        self._progress = (len(positions), None, 0)
 
     def batches(self, batch_size: int, drop_last: bool = False):
         """This rank's samples as int64 arrays of ``batch_size`` (for ``read_batch``)."""
         if not is_int(batch_size) or batch_size < 1:
             raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self._yielded = 0
         positions = self.positions()
-        for begin in range(0, len(positions), batch_size):
-            chunk = np.asarray(positions[begin:begin + batch_size], dtype=np.int64)
-            if drop_last and len(chunk) < batch_size:
-                return
-            self._yielded += len(chunk)
-            yield self.indices(chunk)
+        self._progress = (0, None, 0)
+        done = 0
+        step = max(_CHUNK // batch_size, 1) * batch_size  # draw several batches at once
+        for begin in range(0, len(positions), step):
+            drawn = self.indices(np.asarray(positions[begin:begin + step], dtype=np.int64))
+            for first in range(0, len(drawn), batch_size):
+                batch = drawn[first:first + batch_size]
+                if drop_last and len(batch) < batch_size:
+                    return
+                done += len(batch)
+                self._progress = (done, None, 0)
+                yield batch
 
     # -- resuming -----------------------------------------------------------------------------
     def state_dict(self, consumed: int | None = None) -> dict:
