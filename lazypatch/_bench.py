@@ -165,8 +165,8 @@ class _RandomImages:
                                              self.dtype)[0]
             return self._array[key]
 
-    def __init__(self, count, shape, dtype, seed):
-        self.count, self.shape, self.dtype, self.seed = count, shape, dtype, seed
+    def __init__(self, count, image_shape, dtype, seed):
+        self.count, self.image_shape, self.dtype, self.seed = count, image_shape, dtype, seed
 
     def __len__(self):
         return self.count
@@ -174,7 +174,7 @@ class _RandomImages:
     def __getitem__(self, position):
         if not 0 <= position < self.count:
             raise IndexError(position)
-        return self._Image(self.shape, self.dtype, (self.seed, position))
+        return self._Image(self.image_shape, self.dtype, (self.seed, position))
 
 
 def _random_images(rng, count, shape, dtype):

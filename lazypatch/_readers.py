@@ -94,18 +94,20 @@ class Handles:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            # ACCESS_COPY: private writable pages, so torch wraps them without a warning;
-            # nothing writes to them, and no write could reach the file.
-            self._map = mmap.mmap(self.fd, self.info.file_size, access=mmap.ACCESS_COPY)
-            # NOTE [no MADV_RANDOM]: it would also switch off fault-around, which maps 16
-            # cached pages per fault; first touches then cost 16x more faults (measured).
+            # NOTE [read-only map]: a shared read-only mapping; a private writable one would be
+            # charged in full against the commit limit (ENOMEM for a store larger than RAM).
+            self._map = mmap.mmap(self.fd, self.info.file_size, access=mmap.ACCESS_READ)
             self._array = np.frombuffer(self._map, dtype=np.uint8)
         return self._array
 
     @property
     def bytes(self):
         if self._bytes is None:
-            self._bytes = torch().from_numpy(self.array)
+            import warnings
+
+            with warnings.catch_warnings():  # torch warns about read-only memory; we never write
+                warnings.simplefilter("ignore", UserWarning)
+                self._bytes = torch().from_numpy(self.array)
         return self._bytes
 
     def populate(self) -> None:
