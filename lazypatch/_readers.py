@@ -675,13 +675,47 @@ class ChunkedReader(TiledReader):
         ArrayReader.read_box(self, handles, image_id, origin, size, out, pad_value, "h5py")
 
     def read_boxes(self, handles, image_ids, origins, size, out, pad_value, mode, interior=False) -> None:
-        super().read_boxes(handles, image_ids, origins, size, out, pad_value, "h5py", interior)
+        self._batch = (image_ids, origins, size)  # to name the patches of a damaged chunk
+        try:
+            super().read_boxes(handles, image_ids, origins, size, out, pad_value, "h5py", interior)
+        finally:
+            self._batch = None
+
+    def _boxes_on(self, tile_id: int) -> list:
+        """(image id, origin) of the boxes of the current batch that touch a tile."""
+        if getattr(self, "_batch", None) is None:
+            return []
+        image_ids, origins, size = self._batch
+        found = []
+        for k in range(len(image_ids)):
+            if tile_id in self.tiles_of(image_ids[k:k + 1], origins[k:k + 1], size):
+                found.append((int(image_ids[k]), tuple(origins[k].tolist())))
+        return found
 
     def _dataset(self, handles):
         return handles.h5[fmt.D_PIXELS if self.array.channels else fmt.D_MASKS]
 
     def _record(self, handles, tile_id: int, mode) -> np.ndarray:
-        return _h5_read(self._dataset(handles), tile_id, self.info.path, f"tile {tile_id}")
+        try:
+            return self._dataset(handles)[tile_id]
+        except OSError as exc:
+            raise self._damaged(tile_id, exc) from exc
+
+    def _damaged(self, tile_id: int, exc: Exception, boxes=None) -> IntegrityError:
+        image = int(np.searchsorted(self.first, tile_id, side="right") - 1)
+        local = tile_id - int(self.first[image])
+        grid = self.grid[image]
+        coords = np.unravel_index(local, tuple(int(g) for g in grid))
+        start = tuple(int(c) * t for c, t in zip(coords, self.tile))
+        what = "masks" if not self.array.channels else "pixels"
+        patches = ""
+        if boxes is not None:
+            patches = f"; the batch's patches touching it: {boxes}"
+        return IntegrityError(
+            errno.EIO,
+            f"{self.info.path!r}: the {what} chunk of image {image} at {start} (tile {tile_id}) "
+            f"cannot be read ({exc}){patches}",
+        )
 
     def _offset_of(self, image_id, origin) -> int:  # pragma: no cover - never probed
         return 0
@@ -696,22 +730,20 @@ class ChunkedReader(TiledReader):
         records = records.reshape((touched.size,) + self.array.record_shape)
         dataset = self._dataset(handles)
         for first, n, at in runs(touched):
-            records[at:at + n] = _h5_read(dataset, np.s_[first:first + n], self.info.path,
-                                          f"tiles {first}..{first + n - 1}")
+            try:
+                records[at:at + n] = dataset[first:first + n]
+            except OSError:  # find the damaged chunk, to name its image
+                for tile_id in range(first, first + n):
+                    try:
+                        dataset[tile_id]
+                    except OSError as exc:
+                        raise self._damaged(tile_id, exc, self._boxes_on(tile_id)) from exc
+                raise
 
         def tile_address(tile_ids):
             return np.searchsorted(touched, tile_ids) * record
 
         return source, tile_address
-
-
-def _h5_read(dataset, selection, path, what):
-    try:
-        return dataset[selection]
-    except OSError as exc:
-        raise IntegrityError(
-            errno.EIO, f"cannot read {what} of {dataset.name!r} in {path!r}: {exc}"
-        ) from exc
 
 
 # -- contiguous ---------------------------------------------------------------------------------

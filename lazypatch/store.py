@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import zlib
+from bisect import bisect_right
 
 import numpy as np
 
 from . import _format as fmt
 from . import _readers, _write
 from ._geometry import axis_tuple, is_int
-from .errors import ParameterError, ParameterTypeError, PatchIndexError, StoreChangedError, StoreClosedError
+from .errors import (LazypatchError, ParameterError, ParameterTypeError, PatchIndexError,
+                     StoreChangedError, StoreClosedError, StoreFormatError)
 
 __all__ = ["ImageStore", "write_store"]
 
@@ -141,21 +145,70 @@ def check_pad(value, dtype: np.dtype, name: str = "pad_value"):
     return dtype.type(value)
 
 
+class _Shard:
+    """One store file of an ImageStore: its tables, readers and per-process handles."""
+
+    def __init__(self, info: fmt.StoreInfo, first: int):
+        self.info = info
+        self.first = first  # global id of its image 0
+        self.pixels = _readers.make_reader(info, info.pixels)
+        self.masks = _readers.make_reader(info, info.masks) if info.masks else None
+        self.handles = None
+        self.reads = 0
+        info.shapes.flags.writeable = False
+
+    def get_handles(self, locking, io_threads) -> _readers.Handles:
+        handles = self.handles
+        if handles is None or handles.pid != os.getpid():
+            # NOTE [fork safety]: inherited handles belong to the parent; drop them unused.
+            self.handles = handles = _readers.Handles(self.info, locking, io_threads)
+        return handles
+
+    def count_read(self) -> None:
+        """Every 1,024 reads, check the file is the one opened (never per patch)."""
+        self.reads += 1
+        if self.reads % _IDENTITY_EVERY == 0:
+            self.check_identity()
+
+    def check_identity(self) -> None:
+        try:
+            now = fmt.file_identity(os.stat(self.info.path))
+        except FileNotFoundError:
+            now = None
+        if now != self.info.identity:
+            raise StoreChangedError(
+                f"{self.info.path!r} was {'removed' if now is None else 'modified or replaced'} "
+                "while open (size, mtime or inode differ): reopen the store"
+            )
+
+    def close(self) -> None:
+        if self.handles is not None and self.handles.pid == os.getpid():
+            self.handles.close()
+        self.handles = None
+
+
+_IDENTITY_EVERY = 1024
+_SAME_ACROSS_SHARDS = ("spatial_ndim", "channels", "channel_axis")
+
+
 class ImageStore:
-    """A read-only, lazily opened lazypatch store.
+    """A read-only, lazily opened lazypatch store (one file, or several shards as one).
 
     Parameters
     ----------
-    path : str or os.PathLike
-        A file written by :func:`write_store`.
+    path : str or os.PathLike, or a sequence of them
+        A file written by :func:`write_store`; or several (shards) presented
+        as one store, their images numbered in order, one cumulative index
+        across them. Shards must share spatial_ndim, channels, dtype and
+        masks; adding images means writing a new shard, never rewriting one.
     io : {"auto", "mmap", "pread"}
         How uncompressed layouts are read. ``mmap`` gathers from a memory map
-        (fastest when the data is in the page cache); ``pread`` reads with
-        positional reads from ``io_threads`` threads (fastest when it is not,
-        e.g. a store larger than RAM); ``auto`` asks the page cache about a
-        few pages of each batch (``RWF_NOWAIT``) and picks.
+        (fastest when the data is in the page cache); ``pread`` announces a
+        batch's tiles to the OS and reads them with positional reads (fastest
+        when it is not, e.g. a store larger than RAM); ``auto`` asks the page
+        cache about a few pages of each batch (``RWF_NOWAIT``) and picks.
     io_threads : int
-        Threads issuing reads in ``pread`` mode (the disk's queue depth).
+        Threads issuing reads in ``pread`` mode.
     locking : bool or "best-effort", optional
         Passed to h5py's file locking; ``None`` keeps HDF5's default (see
         ``HDF5_USE_FILE_LOCKING``).
@@ -165,7 +218,14 @@ class ImageStore:
     FileNotFoundError, IsADirectoryError
         Missing path, or a directory.
     StoreFormatError
-        Not an HDF5 file, not a lazypatch store, or an inconsistent one.
+        Not an HDF5 file, not a lazypatch store, an inconsistent one, or
+        shards that do not match.
+
+    Notes
+    -----
+    Every 1,024 reads (and whenever a process reopens the file) the file's
+    size, mtime and inode are compared with those seen at open: a store
+    modified or replaced while open raises :class:`StoreChangedError`.
 
     Examples
     --------
@@ -188,51 +248,72 @@ class ImageStore:
         self._io = io
         self._io_threads = int(io_threads)
         self._locking = locking
-        self._open(fmt.read_store_info(path, locking))
+        paths = _as_paths(path)
+        self._open([fmt.read_store_info(p, locking) for p in paths])
 
-    def _open(self, info: fmt.StoreInfo) -> None:
-        self._info = info
-        self._pixels = _readers.make_reader(info, info.pixels)
-        self._masks = _readers.make_reader(info, info.masks) if info.masks else None
-        self._handles = None
+    def _open(self, infos) -> None:
+        first = infos[0]
+        for info in infos[1:]:
+            for key in _SAME_ACROSS_SHARDS:
+                if getattr(info, key) != getattr(first, key):
+                    raise StoreFormatError(
+                        f"shards must share {key}: {first.path!r} has {getattr(first, key)!r}, "
+                        f"{info.path!r} has {getattr(info, key)!r}"
+                    )
+            if info.pixels.dtype != first.pixels.dtype:
+                raise StoreFormatError(
+                    f"shards must share one dtype: {first.path!r} is {first.pixels.dtype}, "
+                    f"{info.path!r} is {info.pixels.dtype}"
+                )
+            if (info.masks is None) != (first.masks is None) or (
+                    info.masks is not None and info.masks.dtype != first.masks.dtype):
+                raise StoreFormatError(f"shards must all have masks of one dtype, or none: {info.path!r}")
+        starts = [0]
+        for info in infos:
+            starts.append(starts[-1] + len(info.shapes))
+        self._shards = [_Shard(info, start) for info, start in zip(infos, starts)]
+        self._starts = np.asarray(starts, dtype=np.int64)
+        self._starts_list = starts
+        # NOTE: the first shard's tables, readers and handles serve the common one-file case
+        self._info = infos[0]
+        self._pixels = self._shards[0].pixels
+        self._masks = self._shards[0].masks
+        self._shapes = infos[0].shapes if len(infos) == 1 else np.concatenate([i.shapes for i in infos])
+        self._shapes.flags.writeable = False
         self._closed = False
         self._names = None
-        info.shapes.flags.writeable = False
 
     # -- processes -----------------------------------------------------------------
-    def _get_handles(self) -> _readers.Handles:
+    def _get_handles(self, shard: int = 0) -> _readers.Handles:
         if self._closed:
-            raise StoreClosedError(f"store {self._info.path!r} is closed")
-        handles = self._handles
-        if handles is None or handles.pid != os.getpid():
-            # NOTE [fork safety]: inherited handles belong to the parent; drop them unused.
-            self._handles = handles = _readers.Handles(self._info, self._locking, self._io_threads)
-        return handles
+            raise StoreClosedError(f"store {self.path!r} is closed")
+        return self._shards[shard].get_handles(self._locking, self._io_threads)
 
     def __getstate__(self):
-        return {"path": self._info.path, "io": self._io, "io_threads": self._io_threads,
-                "locking": self._locking, "identity": self._info.identity, "closed": self._closed}
+        return {"paths": self.paths, "io": self._io, "io_threads": self._io_threads,
+                "locking": self._locking, "identities": [s.info.identity for s in self._shards],
+                "closed": self._closed}
 
     def __setstate__(self, state):
         self._io, self._io_threads, self._locking = state["io"], state["io_threads"], state["locking"]
-        info = fmt.read_store_info(state["path"], self._locking)
-        if info.identity != tuple(state["identity"]):
-            raise StoreChangedError(
-                f"{state['path']!r} changed since the store was pickled (size, mtime or inode differ)"
-            )
-        self._open(info)
+        infos = [fmt.read_store_info(p, self._locking) for p in state["paths"]]
+        for info, identity in zip(infos, state["identities"]):
+            if info.identity != tuple(identity):
+                raise StoreChangedError(
+                    f"{info.path!r} changed since the store was pickled (size, mtime or inode differ)"
+                )
+        self._open(infos)
         self._closed = state["closed"]
 
     def close(self) -> None:
         """Release this process's file handles; further reads raise StoreClosedError."""
-        if self._handles is not None and self._handles.pid == os.getpid():
-            self._handles.close()
-        self._handles = None
+        for shard in self._shards:
+            shard.close()
         self._closed = True
 
     def __enter__(self) -> "ImageStore":
         if self._closed:
-            raise StoreClosedError(f"store {self._info.path!r} is closed")
+            raise StoreClosedError(f"store {self.path!r} is closed")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -241,11 +322,21 @@ class ImageStore:
     # -- description ------------------------------------------------------------------
     @property
     def path(self) -> str:
+        """The store's file (the first shard's, when there are several)."""
         return self._info.path
 
     @property
+    def paths(self) -> list:
+        """Every shard's file, in image order."""
+        return [shard.info.path for shard in self._shards]
+
+    def _common(self, key):
+        values = {getattr(shard.info, key) for shard in self._shards}
+        return values.pop() if len(values) == 1 else "mixed"
+
+    @property
     def layout(self) -> str:
-        return self._info.layout
+        return self._common("layout")
 
     @property
     def spatial_ndim(self) -> int:
@@ -275,15 +366,15 @@ class ImageStore:
 
     @property
     def tile(self) -> tuple | None:
-        return self._info.tile
+        return self._common("tile")
 
     @property
     def compression(self) -> str | None:
-        return self._info.compression
+        return self._common("compression")
 
     @property
     def checksum(self) -> bool:
-        return self._info.checksum
+        return self._common("checksum")
 
     @property
     def io(self) -> str:
@@ -292,25 +383,26 @@ class ImageStore:
     @property
     def shapes(self) -> np.ndarray:
         """Spatial shapes (n, spatial_ndim), int64, read-only."""
-        return self._info.shapes
+        return self._shapes
 
     @property
     def nbytes(self) -> int:
-        """Size of the file on disk."""
-        return self._info.file_size
+        """Size of the store's files on disk."""
+        return sum(shard.info.file_size for shard in self._shards)
 
     @property
     def attrs(self) -> dict:
-        """The file's root attributes (format, version, build options)."""
+        """The (first) file's root attributes (format, version, build options)."""
         return dict(self._info.attrs)
 
     def __len__(self) -> int:
-        return len(self._info.shapes)
+        return len(self._shapes)
 
     def __repr__(self) -> str:
         state = "closed " if self._closed else ""
+        where = repr(self.path) if len(self._shards) == 1 else f"{len(self._shards)} shards from {self.path!r}"
         return (
-            f"<{state}ImageStore {self.path!r}: {len(self)} images, {self.spatial_ndim}-D, "
+            f"<{state}ImageStore {where}: {len(self)} images, {self.spatial_ndim}-D, "
             f"{self.channels} channel(s) of {self.dtype.name}, layout={self.layout!r}"
             f"{', masks' if self.has_masks else ''}>"
         )
@@ -319,15 +411,29 @@ class ImageStore:
     def names(self) -> list:
         """Image names (read on first access, then cached)."""
         if self._names is None:
-            values = self._get_handles().h5[fmt.D_NAMES].asstr()[()]
-            self._names = [str(v) for v in values]
+            names = []
+            for number in range(len(self._shards)):
+                values = self._get_handles(number).h5[fmt.D_NAMES].asstr()[()]
+                names += [str(v) for v in values]
+            self._names = names
         return self._names
 
     def meta(self, image_id) -> dict:
         """Metadata stored for one image (a dict, empty when none was given)."""
-        image_id = self._check_image_id(image_id)
-        text = self._get_handles().h5[fmt.D_META].asstr()[image_id]
+        shard, local = self._route(self._check_image_id(image_id))
+        text = self._get_handles(shard).h5[fmt.D_META].asstr()[local]
         return json.loads(text)
+
+    # -- routing ------------------------------------------------------------------------
+    def _route(self, image_id: int):
+        """(shard number, image id within the shard)."""
+        if len(self._shards) == 1:
+            return 0, image_id
+        shard = bisect_right(self._starts_list, image_id) - 1
+        return shard, image_id - self._starts_list[shard]
+
+    def _shard_of(self, image_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._starts[1:], image_ids, side="right")
 
     # -- reading ------------------------------------------------------------------------
     def _check_image_id(self, image_id) -> int:
@@ -356,8 +462,8 @@ class ImageStore:
             )
         return out
 
-    def _scalar_mode(self) -> str:
-        if self.layout == "chunked":
+    def _scalar_mode(self, shard: int = 0) -> str:
+        if self._shards[shard].info.layout == "chunked":
             return "h5py"
         return "pread" if self._io == "pread" else "mmap"
 
@@ -373,8 +479,7 @@ class ImageStore:
         pad = check_pad(pad_value, self.dtype)
         out = self._out(out, size + (self.channels,), self.dtype)
         planar = np.empty((self.channels,) + size, self.dtype)
-        self._pixels.read_box(self._get_handles(), image_id, origin, size, planar, pad,
-                              self._scalar_mode())
+        self.read_box_unchecked(image_id, origin, size, planar, None, pad, 0)
         out[...] = np.moveaxis(planar, 0, -1)
         return out
 
@@ -385,8 +490,7 @@ class ImageStore:
         origin, size = self._check_box(origin, size)
         pad = check_pad(pad_value, self.mask_dtype)
         out = self._out(out, size, self.mask_dtype)
-        self._masks.read_box(self._get_handles(), image_id, origin, size, out, pad,
-                             self._scalar_mode())
+        self.read_box_unchecked(image_id, origin, size, None, out, 0, pad)
         return out
 
     def read(self, image_id) -> np.ndarray:
@@ -448,23 +552,43 @@ class ImageStore:
         """
         if image_ids.size == 0:
             return
-        handles = self._get_handles()
-        mode = self._batch_mode(handles, image_ids, origins)
+        if len(self._shards) == 1:
+            self._read_shard(0, image_ids, origins, size, out, mask_out, pad, mask_pad, interior)
+            return
+        shards = self._shard_of(image_ids)
+        for number in np.unique(shards).tolist():
+            where = np.flatnonzero(shards == number)
+            local = image_ids[where] - self._starts_list[number]
+            part = None if out is None else np.empty((where.size,) + out.shape[1:], out.dtype)
+            mask_part = None if mask_out is None else np.empty((where.size,) + mask_out.shape[1:], mask_out.dtype)
+            self._read_shard(number, local, origins[where], size, part, mask_part, pad, mask_pad, interior)
+            if out is not None:
+                out[where] = part
+            if mask_out is not None:
+                mask_out[where] = mask_part
+
+    def _read_shard(self, number, image_ids, origins, size, out, mask_out, pad, mask_pad, interior):
+        shard = self._shards[number]
+        handles = self._get_handles(number)
+        shard.count_read()
+        mode = self._batch_mode(handles, image_ids, origins, number)
         if out is not None:
-            self._pixels.read_boxes(handles, image_ids, origins, size, out, pad, mode, interior)
+            shard.pixels.read_boxes(handles, image_ids, origins, size, out, pad, mode, interior)
         if mask_out is not None:
-            self._masks.read_boxes(handles, image_ids, origins, size, mask_out, mask_pad, mode,
-                                   interior)
+            shard.masks.read_boxes(handles, image_ids, origins, size, mask_out, mask_pad, mode, interior)
 
     def read_box_unchecked(self, image_id: int, origin: tuple, size: tuple, out, mask_out,
                            pad, mask_pad) -> None:
         """Fill ``out`` (C, *size) and/or ``mask_out`` (*size) for one box."""
-        handles = self._get_handles()
-        mode = self._scalar_mode()
+        number, local = self._route(image_id)
+        shard = self._shards[number]
+        handles = self._get_handles(number)
+        shard.count_read()
+        mode = self._scalar_mode(number)
         if out is not None:
-            self._pixels.read_box(handles, image_id, origin, size, out, pad, mode)
+            shard.pixels.read_box(handles, local, origin, size, out, pad, mode)
         if mask_out is not None:
-            self._masks.read_box(handles, image_id, origin, size, mask_out, mask_pad, mode)
+            shard.masks.read_box(handles, local, origin, size, mask_out, mask_pad, mode)
 
     def preload(self) -> None:
         """Read the whole store into the page cache and map it, in this process.
@@ -475,11 +599,12 @@ class ImageStore:
         ``persistent_workers=True``). Mapping a cached 2 GiB store takes
         about 0.3 s here.
         """
-        handles = self._get_handles()
-        if self.layout == "chunked":
-            handles.willneed([(0, self._info.file_size)])
-        else:
-            handles.populate()
+        for number, shard in enumerate(self._shards):
+            handles = self._get_handles(number)
+            if shard.info.layout == "chunked":
+                handles.willneed([(0, shard.info.file_size)])
+            else:
+                handles.populate()
 
     def prefetch_regions(self, image_ids, origins, size) -> None:
         """Start reading what a later ``read_regions`` of these boxes needs, in the background.
@@ -493,28 +618,106 @@ class ImageStore:
         self.prefetch_unchecked(ids, origins, size)
 
     def prefetch_unchecked(self, image_ids, origins, size) -> None:
-        if image_ids.size == 0 or self.layout == "chunked":
+        if image_ids.size == 0 or self._io == "mmap":
             return
-        handles = self._get_handles()
-        if self._io == "mmap" or self._batch_mode(handles, image_ids, origins) == "mmap":
-            return
-        self._pixels.prefetch(handles, image_ids, origins, size)
-        if self._masks is not None:
-            self._masks.prefetch(handles, image_ids, origins, size)
+        shards = self._shard_of(image_ids) if len(self._shards) > 1 else np.zeros(image_ids.size, np.int64)
+        for number in np.unique(shards).tolist():
+            shard = self._shards[number]
+            if shard.info.layout == "chunked":
+                continue
+            where = np.flatnonzero(shards == number)
+            local, boxes = image_ids[where] - self._starts_list[number], origins[where]
+            handles = self._get_handles(number)
+            if self._batch_mode(handles, local, boxes, number) == "mmap":
+                continue
+            shard.pixels.prefetch(handles, local, boxes, size)
+            if shard.masks is not None:
+                shard.masks.prefetch(handles, local, boxes, size)
 
-    def _batch_mode(self, handles, image_ids, origins) -> str:
-        if self.layout == "chunked":
+    def _batch_mode(self, handles, image_ids, origins, shard: int = 0) -> str:
+        if self._shards[shard].info.layout == "chunked":
             return "h5py"
         if self._io != "auto":
             return self._io
         # NOTE [auto mode] in _readers: eight probes, all must hit. A store that has been
         # warm for a while is asked about two pages a batch until one misses.
         count = 2 if handles.warm_streak >= 32 else 8
-        if handles.cached(self._pixels.probe_offsets(image_ids, origins, count)):
+        if handles.cached(self._shards[shard].pixels.probe_offsets(image_ids, origins, count)):
             handles.warm_streak += 1
             return "mmap"
         if count == 2:
             handles.warm_streak = 0
-            return self._batch_mode(handles, image_ids, origins)
+            return self._batch_mode(handles, image_ids, origins, shard)
         handles.warm_streak = 0
         return "pread"
+
+    # -- integrity ----------------------------------------------------------------------------
+    def verify(self, progress=None) -> list:
+        """Re-read every image and mask and compare with the CRC32s stored at build time.
+
+        Returns one dict per damaged image (``image``, ``name``, ``what`` and
+        ``reason``); an empty list means every byte is as written. Unreadable
+        data (a failing chunk checksum, a truncated file) counts as damage.
+        """
+        from tqdm import tqdm
+
+        show = progress if progress is not None else sys.stderr.isatty()
+        damaged = []
+        bar = tqdm(total=len(self), unit="image", desc="lazypatch verify", disable=not show,
+                   file=sys.stderr, leave=False)
+        try:
+            for number, shard in enumerate(self._shards):
+                h5 = self._get_handles(number).h5
+                expected = {"pixels": h5[fmt.D_CRC][()]}
+                if shard.masks is not None:
+                    expected["mask"] = h5[fmt.D_MASK_CRC][()]
+                for local in range(len(shard.info.shapes)):
+                    image_id = shard.first + local
+                    for what, crcs in expected.items():
+                        try:
+                            crc = self._crc(image_id, what == "mask")
+                        except (OSError, LazypatchError) as exc:
+                            damaged.append({"image": image_id, "what": what, "reason": str(exc)})
+                            continue
+                        if crc != int(crcs[local]):
+                            damaged.append({"image": image_id, "what": what,
+                                            "reason": f"CRC32 {crc:08x}, stored {int(crcs[local]):08x}"})
+                    bar.update(1)
+        finally:
+            bar.close()
+        if damaged:
+            names = self.names
+            for entry in damaged:
+                entry["name"] = names[entry["image"]]
+        return damaged
+
+    def _crc(self, image_id: int, mask: bool) -> int:
+        """CRC32 of one image's (or mask's) C-order bytes as written, read band by band."""
+        shape = tuple(int(v) for v in self.shapes[image_id])
+        row = int(np.prod(shape[1:])) * (1 if mask else self.channels) * (
+            self.mask_dtype if mask else self.dtype).itemsize
+        rows = max(1, (16 << 20) // max(row, 1))
+        crc = 0
+        for r0 in range(0, shape[0], rows):
+            r1 = min(r0 + rows, shape[0])
+            origin, size = (r0,) + (0,) * (len(shape) - 1), (r1 - r0,) + shape[1:]
+            if mask:
+                band = self.read_mask_region(image_id, origin, size)
+            else:
+                band = self.read_region(image_id, origin, size)
+            crc = zlib.crc32(np.ascontiguousarray(band), crc)
+        return crc
+
+
+def _as_paths(path) -> list:
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return [os.fspath(path)]
+    try:
+        paths = [os.fspath(p) for p in path]
+    except TypeError:
+        raise ParameterTypeError(
+            f"path must be a path or a sequence of shard paths, got {type(path).__name__}"
+        ) from None
+    if not paths:
+        raise ParameterError("path is an empty sequence: give at least one store file")
+    return paths
