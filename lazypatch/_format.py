@@ -14,11 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import StoreFormatError
+from .errors import LazypatchError, StoreFormatError
 
 FORMAT_NAME = "lazypatch-store"
 FORMAT_VERSION = 1
@@ -27,6 +28,13 @@ COMPRESSIONS = ("gzip", "lzf")
 DEFAULT_TILE = {2: 64, 3: 64}  # 64 per axis: one 64-px patch is one record (measured best)
 PIXEL_KINDS = "biuf"  # bool, signed, unsigned, float
 MASK_KINDS = "biu"
+# NOTE [hardened metadata]: files are written in the HDF5 1.10 format, whose superblock,
+# object headers and dense-storage heaps carry checksums, so damaged metadata is refused
+# rather than followed. Nothing lives in the global heap, which has no checksum: a damaged
+# one, holding variable-length strings, made libhdf5 loop forever (found by fuzzing). So
+# string attributes are fixed-length, text tables are packed bytes (see pack_texts), and
+# attributes stay in the object header.
+MAX_COMPACT_ATTRIBUTES = 64
 LOCK_ERRNOS = {errno.EAGAIN, errno.EACCES, errno.ENOLCK, 35, 524}  # 35: EAGAIN on macOS; 524: ENOTSUPP
 
 # root attribute names
@@ -53,8 +61,61 @@ D_PIXELS = "pixels"
 D_MASKS = "masks"
 D_CRC = "crc32"
 D_MASK_CRC = "mask_crc32"
-D_NAMES = "names"
-D_META = "meta"
+D_NAMES = "names"  # UTF-8 bytes of every name, back to back; name i is
+D_NAME_OFFSETS = "name_offsets"  # names[name_offsets[i]:name_offsets[i + 1]]
+D_META = "meta"  # the same for each image's meta JSON
+D_META_OFFSETS = "meta_offsets"
+TEXTS = {D_NAMES: D_NAME_OFFSETS, D_META: D_META_OFFSETS}
+D_INFO_CRC = "info_crc32"  # CRC32 of each image's name and meta text (optional in version 1)
+
+
+def info_crc(name: str, meta: str) -> int:
+    """CRC32 of an image's name and meta JSON, as ``verify`` recomputes it."""
+    import zlib
+
+    return zlib.crc32(name.encode("utf-8") + b"\0" + meta.encode("utf-8"))
+
+
+def attribute(value):
+    """An attribute value as written: strings fixed-length UTF-8 (see pack_texts' NOTE)."""
+    if isinstance(value, str):
+        return np.bytes_(value.encode("utf-8"))
+    return value
+
+
+def text_attribute(value):
+    """A string attribute as read back (fixed-length ones come back as bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, np.bytes_)) else value
+
+
+def pack_texts(texts) -> tuple:
+    """(uint8 blob, int64 offsets (n + 1,)) of strings stored back to back as UTF-8.
+
+    NOTE [hardened metadata]: no variable-length HDF5 strings: they live in the global
+    heap, which has no checksum, and a damaged one made libhdf5 loop forever.
+    """
+    encoded = [text.encode("utf-8") for text in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def read_texts(f, name: str, path: str, start: int = 0, stop: int | None = None) -> list:
+    """Strings ``start:stop`` of a packed text table, every offset checked before use."""
+    blob = f[name]
+    count = f[TEXTS[name]].shape[0] - 1
+    stop = count if stop is None else stop
+    offsets = np.asarray(f[TEXTS[name]][start:stop + 1], dtype=np.int64)
+    if (len(offsets) != stop - start + 1 or (start == 0 and offsets[0] != 0) or offsets[0] < 0
+            or np.any(np.diff(offsets) < 0) or offsets[-1] > blob.shape[0]
+            or (stop == count and offsets[-1] != blob.shape[0])):
+        raise StoreFormatError(f"{path!r}: table {TEXTS[name]!r} is damaged (offsets out of order or range)")
+    data = blob[offsets[0]:offsets[-1]].tobytes() if offsets[-1] > offsets[0] else b""
+    base = int(offsets[0])
+    try:
+        return [data[a - base:b - base].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    except UnicodeDecodeError as exc:
+        raise StoreFormatError(f"{path!r}: table {name!r} is damaged (not UTF-8: {exc})") from None
 
 
 def tile_grid(shapes: np.ndarray, tile) -> np.ndarray:
@@ -124,6 +185,17 @@ def check_path(path) -> str:
     return path
 
 
+def create_h5(path: str):
+    """A new HDF5 file for writing (see NOTE [hardened metadata]); fails if ``path`` exists."""
+    import h5py
+
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_attr_phase_change(MAX_COMPACT_ATTRIBUTES, MAX_COMPACT_ATTRIBUTES - 8)
+    return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=fapl, fcpl=fcpl))
+
+
 def open_h5(path: str, locking=None):
     """Open an HDF5 file read-only, translating h5py's errors into clear ones."""
     import h5py
@@ -145,6 +217,12 @@ def open_h5(path: str, locking=None):
             raise StoreFormatError(
                 f"{path!r} is truncated: it has {os.path.getsize(path)} bytes, "
                 f"its HDF5 header expects {truncated.group(1)}"
+            ) from exc
+        if "already open for write" in message:
+            raise OSError(
+                errno.EBUSY,
+                f"{path!r} is open for writing in another process, or its writer died without "
+                "closing it (then `h5clear -s` clears the flag); lazypatch only reads finished stores",
             ) from exc
         if "signature" in message.lower() or "not an hdf5" in message.lower():
             raise StoreFormatError(f"{path!r} is not an HDF5 file, so not a lazypatch store") from exc
@@ -243,79 +321,108 @@ def read_store_info(path, locking=None) -> StoreInfo:
     """Open, validate and describe a store; the HDF5 file is closed on return."""
     path = check_path(path)
     stat = os.stat(path)
-    with open_h5(path, locking) as f:
-        name = f.attrs.get(A_FORMAT)
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        if name is None:
-            raise StoreFormatError(f"{path!r} is not a lazypatch store (no {A_FORMAT!r} attribute)")
-        if name != FORMAT_NAME:
-            raise StoreFormatError(f"{path!r} is not a lazypatch store ({A_FORMAT} is {name!r})")
-        version = _attr(f, A_VERSION, path, int)
-        if version != FORMAT_VERSION:
-            newer = " (newer than this lazypatch: upgrade it)" if version > FORMAT_VERSION else ""
-            raise StoreFormatError(
-                f"{path!r} has store format version {version}, this lazypatch reads "
-                f"version {FORMAT_VERSION}{newer}"
-            )
-        layout = _attr(f, A_LAYOUT, path, str)
-        if layout not in LAYOUTS:
-            raise StoreFormatError(f"{path!r}: unknown layout {layout!r}")
-        ndim = _attr(f, A_NDIM, path, int)
-        channels = _attr(f, A_CHANNELS, path, int)
-        num_images = _attr(f, A_NUM_IMAGES, path, int)
-        if ndim not in (2, 3) or not 1 <= channels <= 1 << 16 or num_images < 1:
-            raise StoreFormatError(
-                f"{path!r}: bad header (spatial_ndim={ndim}, channels={channels}, "
-                f"num_images={num_images})"
-            )
-        channel_axis = bool(_attr(f, A_CHANNEL_AXIS, path))
-        try:
-            dtype = np.dtype(_attr(f, A_DTYPE, path, str))
-            mask_text = _attr(f, A_MASK_DTYPE, path, str)
-            mask_dtype = np.dtype(mask_text) if mask_text else None
-        except TypeError as exc:
-            raise StoreFormatError(f"{path!r}: unreadable dtype attribute ({exc})") from exc
-        if dtype.kind not in PIXEL_KINDS or (mask_dtype is not None and mask_dtype.kind not in MASK_KINDS):
-            raise StoreFormatError(f"{path!r}: unsupported dtypes {dtype}, {mask_dtype}")
-        compression = _attr(f, A_COMPRESSION, path, str) or None
-        if compression is not None and compression not in COMPRESSIONS:
-            raise StoreFormatError(f"{path!r}: unknown compression {compression!r}")
-        checksum = bool(_attr(f, A_CHECKSUM, path))
-        tile = None
-        if layout != "contiguous":
-            tile = np.asarray(_attr(f, A_TILE, path))
-            if tile.shape != (ndim,) or tile.dtype.kind not in "iu" or tile.min() < 1 or tile.max() > 1 << 20:
-                raise StoreFormatError(f"{path!r}: bad tile attribute {tile!r}")
-            tile = tuple(int(v) for v in tile)
+    with open_h5(path, locking) as f, damage_is_format_error(path):
+        return _describe(f, path, stat)
 
-        shapes_ds = _dataset(f, D_SHAPES, path)
-        if shapes_ds.shape != (num_images, ndim) or shapes_ds.dtype.kind not in "iu":
+
+@contextmanager
+def damage_is_format_error(path: str, what: str = "its HDF5 structure"):
+    """What HDF5 raises on a damaged file becomes a StoreFormatError naming the path.
+
+    h5py reports broken metadata as KeyError, RuntimeError, ValueError,
+    TypeError or OSError, depending on where the damage is met.
+    """
+    try:
+        yield
+    except LazypatchError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError, OSError, IndexError, OverflowError) as exc:
+        raise StoreFormatError(f"{path!r} is damaged: {what} cannot be read ({exc})") from exc
+
+
+def _describe(f, path: str, stat) -> StoreInfo:
+    name = f.attrs.get(A_FORMAT)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    if name is None:
+        raise StoreFormatError(f"{path!r} is not a lazypatch store (no {A_FORMAT!r} attribute)")
+    if name != FORMAT_NAME:
+        raise StoreFormatError(f"{path!r} is not a lazypatch store ({A_FORMAT} is {name!r})")
+    version = _attr(f, A_VERSION, path, int)
+    if version != FORMAT_VERSION:
+        newer = " (newer than this lazypatch: upgrade it)" if version > FORMAT_VERSION else ""
+        raise StoreFormatError(
+            f"{path!r} has store format version {version}, this lazypatch reads "
+            f"version {FORMAT_VERSION}{newer}"
+        )
+    layout = _attr(f, A_LAYOUT, path, str)
+    if layout not in LAYOUTS:
+        raise StoreFormatError(f"{path!r}: unknown layout {layout!r}")
+    ndim = _attr(f, A_NDIM, path, int)
+    channels = _attr(f, A_CHANNELS, path, int)
+    num_images = _attr(f, A_NUM_IMAGES, path, int)
+    if ndim not in (2, 3) or not 1 <= channels <= 1 << 16 or num_images < 1:
+        raise StoreFormatError(
+            f"{path!r}: bad header (spatial_ndim={ndim}, channels={channels}, "
+            f"num_images={num_images})"
+        )
+    channel_axis = bool(_attr(f, A_CHANNEL_AXIS, path))
+    try:
+        dtype = np.dtype(_attr(f, A_DTYPE, path, str))
+        mask_text = _attr(f, A_MASK_DTYPE, path, str)
+        mask_dtype = np.dtype(mask_text) if mask_text else None
+    except TypeError as exc:
+        raise StoreFormatError(f"{path!r}: unreadable dtype attribute ({exc})") from exc
+    if dtype.kind not in PIXEL_KINDS or (mask_dtype is not None and mask_dtype.kind not in MASK_KINDS):
+        raise StoreFormatError(f"{path!r}: unsupported dtypes {dtype}, {mask_dtype}")
+    compression = _attr(f, A_COMPRESSION, path, str) or None
+    if compression is not None and compression not in COMPRESSIONS:
+        raise StoreFormatError(f"{path!r}: unknown compression {compression!r}")
+    checksum = bool(_attr(f, A_CHECKSUM, path))
+    tile = None
+    if layout != "contiguous":
+        tile = np.asarray(_attr(f, A_TILE, path))
+        if tile.shape != (ndim,) or tile.dtype.kind not in "iu" or tile.min() < 1 or tile.max() > 1 << 20:
+            raise StoreFormatError(f"{path!r}: bad tile attribute {tile!r}")
+        tile = tuple(int(v) for v in tile)
+
+    shapes_ds = _dataset(f, D_SHAPES, path)
+    if shapes_ds.shape != (num_images, ndim) or shapes_ds.dtype.kind not in "iu":
+        raise StoreFormatError(
+            f"{path!r}: {D_SHAPES!r} has shape {shapes_ds.shape} ({shapes_ds.dtype}), "
+            f"expected ({num_images}, {ndim}) integers"
+        )
+    shapes = shapes_ds[()].astype(np.int64)
+    if shapes.min() < 1 or shapes.max() > 1 << 40:
+        raise StoreFormatError(f"{path!r}: {D_SHAPES!r} holds impossible image sizes")
+    expected = extent_offsets(shapes, layout, tile or 1)
+    offsets_name = D_PIXEL_OFFSETS if layout == "contiguous" else D_TILE_OFFSETS
+    offsets_ds = _dataset(f, offsets_name, path)
+    if offsets_ds.shape != expected.shape or not np.array_equal(offsets_ds[()], expected):
+        raise StoreFormatError(
+            f"{path!r}: {offsets_name!r} disagrees with the image shapes (damaged store)"
+        )
+    records = int(expected[-1])
+    pixels = _array_info(f, D_PIXELS, path, layout, dtype, channels, records,
+                         stat.st_size, tile, compression)
+    masks = None
+    if mask_dtype is not None:
+        masks = _array_info(f, D_MASKS, path, layout, mask_dtype, 0, records,
+                            stat.st_size, tile, compression)
+    optional = (D_INFO_CRC,) if D_INFO_CRC in f else ()
+    for table in (D_CRC,) + ((D_MASK_CRC,) if masks else ()) + optional:
+        table_ds = _dataset(f, table, path)
+        if table_ds.shape != (num_images,) or table_ds.dtype != np.uint32:
+            raise StoreFormatError(f"{path!r}: {table!r} must hold one uint32 per image")
+    for blob_name, offsets_name in TEXTS.items():
+        blob, offsets_ds = _dataset(f, blob_name, path), _dataset(f, offsets_name, path)
+        if (blob.ndim != 1 or blob.dtype != np.uint8 or offsets_ds.shape != (num_images + 1,)
+                or offsets_ds.dtype != np.int64):
             raise StoreFormatError(
-                f"{path!r}: {D_SHAPES!r} has shape {shapes_ds.shape} ({shapes_ds.dtype}), "
-                f"expected ({num_images}, {ndim}) integers"
+                f"{path!r}: {blob_name!r} must be UTF-8 bytes with {num_images + 1} int64 "
+                f"{offsets_name!r}"
             )
-        shapes = shapes_ds[()].astype(np.int64)
-        if shapes.min() < 1 or shapes.max() > 1 << 40:
-            raise StoreFormatError(f"{path!r}: {D_SHAPES!r} holds impossible image sizes")
-        expected = extent_offsets(shapes, layout, tile or 1)
-        offsets_name = D_PIXEL_OFFSETS if layout == "contiguous" else D_TILE_OFFSETS
-        offsets_ds = _dataset(f, offsets_name, path)
-        if offsets_ds.shape != expected.shape or not np.array_equal(offsets_ds[()], expected):
-            raise StoreFormatError(
-                f"{path!r}: {offsets_name!r} disagrees with the image shapes (damaged store)"
-            )
-        records = int(expected[-1])
-        pixels = _array_info(f, D_PIXELS, path, layout, dtype, channels, records,
-                             stat.st_size, tile, compression)
-        masks = None
-        if mask_dtype is not None:
-            masks = _array_info(f, D_MASKS, path, layout, mask_dtype, 0, records,
-                                stat.st_size, tile, compression)
-        for table in (D_CRC, D_NAMES, D_META) + ((D_MASK_CRC,) if masks else ()):
-            if _dataset(f, table, path).shape != (num_images,):
-                raise StoreFormatError(f"{path!r}: {table!r} must have one entry per image")
-        attrs = {key: _plain(value) for key, value in f.attrs.items()}
+    attrs = {key: _plain(value) for key, value in f.attrs.items()}
     return StoreInfo(
         path=path, layout=layout, spatial_ndim=ndim, channels=channels,
         channel_axis=channel_axis, tile=tile, compression=compression, checksum=checksum,

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _format as fmt
-from .errors import IntegrityError, StoreChangedError
+from .errors import IntegrityError, StoreChangedError, StoreFormatError
 
 _torch = None
 
@@ -57,6 +57,13 @@ def torch():
 
 
 # -- per-process handles ------------------------------------------------------------------
+def _changed(path: str) -> StoreChangedError:
+    return StoreChangedError(
+        f"{path!r} was modified, replaced or removed since it was opened (size, mtime or inode "
+        "differ): reopen the store"
+    )
+
+
 class Handles:
     """File descriptor, memory map, h5py file and thread pool of one process.
 
@@ -70,13 +77,13 @@ class Handles:
         self.info = info
         self.locking = locking
         self.io_threads = io_threads
-        self.fd = os.open(info.path, os.O_RDONLY)
+        try:
+            self.fd = os.open(info.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise _changed(info.path) from None
         if fmt.file_identity(os.fstat(self.fd)) != info.identity:
             os.close(self.fd)
-            raise StoreChangedError(
-                f"{info.path!r} changed since it was opened (size, mtime or inode differ); "
-                "open it again"
-            )
+            raise _changed(info.path)
         if hasattr(os, "posix_fadvise"):
             # patches are random reads: no readahead on this descriptor (WILLNEED still works)
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
@@ -131,7 +138,16 @@ class Handles:
     @property
     def h5(self):
         if self._h5 is None:
-            self._h5 = fmt.open_h5(self.info.path, self.locking)
+            try:
+                h5 = fmt.open_h5(self.info.path, self.locking)
+            except StoreFormatError:
+                if not os.path.exists(self.info.path):
+                    raise _changed(self.info.path) from None
+                raise
+            if fmt.file_identity(os.fstat(h5.id.get_vfd_handle())) != self.info.identity:
+                h5.close()
+                raise _changed(self.info.path)
+            self._h5 = h5
         return self._h5
 
     @property

@@ -22,16 +22,14 @@ from .errors import StoreFormatError
 
 
 def fingerprint(store) -> str:
-    """SHA-256 over the store's shapes, CRC32 tables and pixel format."""
-    handles = store._get_handles()
-    h5 = handles.h5
+    """SHA-256 over the store's shapes, CRC32 tables (every shard's) and pixel format."""
     digest = hashlib.sha256()
     digest.update(json.dumps([store.layout, store.dtype.str, store.channels,
                               store.mask_dtype.str if store.has_masks else ""]).encode())
     digest.update(np.ascontiguousarray(store.shapes).tobytes())
-    digest.update(np.ascontiguousarray(h5[fmt.D_CRC][()]).tobytes())
+    digest.update(np.ascontiguousarray(store._table(fmt.D_CRC)).tobytes())
     if store.has_masks:
-        digest.update(np.ascontiguousarray(h5[fmt.D_MASK_CRC][()]).tobytes())
+        digest.update(np.ascontiguousarray(store._table(fmt.D_MASK_CRC)).tobytes())
     return digest.hexdigest()
 
 
@@ -44,12 +42,12 @@ def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["lazypatch_sidecar"] = kind
-            f.attrs["store_fingerprint"] = fingerprint(store)
-            f.attrs["store_name"] = os.path.basename(store.path)
+        with fmt.create_h5(tmp) as f:
+            f.attrs["lazypatch_sidecar"] = fmt.attribute(kind)
+            f.attrs["store_fingerprint"] = fmt.attribute(fingerprint(store))
+            f.attrs["store_name"] = fmt.attribute(os.path.basename(store.path))
             for key, value in attrs.items():
-                f.attrs[key] = value
+                f.attrs[key] = fmt.attribute(value)
             for name, array in arrays.items():
                 f.create_dataset(name, data=array, track_times=False)
         with open(tmp, "rb+") as handle:
@@ -67,11 +65,11 @@ def open_checked(path: str, kind: str, store):
     """The open h5py sidecar, after checking it belongs to this store's content."""
     fmt.check_path(path)
     f = fmt.open_h5(path)
-    found = f.attrs.get("lazypatch_sidecar")
+    found = fmt.text_attribute(f.attrs.get("lazypatch_sidecar"))
     if found != kind:
         f.close()
         raise StoreFormatError(f"{path!r} is not a lazypatch {kind} sidecar (it says {found!r})")
-    if f.attrs.get("store_fingerprint") != fingerprint(store):
+    if fmt.text_attribute(f.attrs.get("store_fingerprint")) != fingerprint(store):
         f.close()
         raise StoreFormatError(
             f"{path!r} was computed for other content than {store.path!r} (fingerprints differ); "

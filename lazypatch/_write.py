@@ -345,7 +345,7 @@ class Builder:
         self.shapes, self.crcs, self.mask_crcs, self.names, self.metas = [], [], [], [], []
         self.records = 0  # tiles (tiled, chunked) or pixels (contiguous) written so far
         self.pixels = self.masks = None
-        self.h5 = h5py.File(tmp_path, "w", track_order=False)
+        self.h5 = fmt.create_h5(tmp_path)
         self.fd = os.open(tmp_path, os.O_RDWR)
         self.nbytes = 0
         self._checksums = _Checksums()
@@ -520,11 +520,12 @@ class Builder:
             for k, name in enumerate(("blocks", "labels", "counts")):
                 data = np.concatenate([rows[k] for rows in self.label_rows]) if self.label_rows else []
                 group.create_dataset(name, data=np.asarray(data, dtype=np.int64), track_times=False)
-        text = h5py.string_dtype("utf-8")
-        h5.create_dataset(fmt.D_NAMES, data=np.asarray(self.names, dtype=object), dtype=text,
-                          track_times=False)
-        h5.create_dataset(fmt.D_META, data=np.asarray(self.metas, dtype=object), dtype=text,
-                          track_times=False)
+        for name, texts in ((fmt.D_NAMES, self.names), (fmt.D_META, self.metas)):
+            blob, offsets = fmt.pack_texts(texts)
+            h5.create_dataset(name, data=blob, track_times=False)
+            h5.create_dataset(fmt.TEXTS[name], data=offsets, track_times=False)
+        info_crcs = [fmt.info_crc(n, m) for n, m in zip(self.names, self.metas)]
+        h5.create_dataset(fmt.D_INFO_CRC, data=np.asarray(info_crcs, dtype=np.uint32), track_times=False)
         attrs = {
             fmt.A_FORMAT: fmt.FORMAT_NAME,
             fmt.A_VERSION: fmt.FORMAT_VERSION,
@@ -543,7 +544,7 @@ class Builder:
         if self.tile is not None:
             attrs[fmt.A_TILE] = np.asarray(self.tile, dtype=np.int64)
         for key, value in attrs.items():
-            h5.attrs[key] = value
+            h5.attrs[key] = fmt.attribute(value)
         h5.close()
         os.fsync(self.fd)
         self.close()

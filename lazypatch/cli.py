@@ -1,4 +1,4 @@
-"""The ``lazypatch`` command line: build, info, bench, demo.
+"""The ``lazypatch`` command line: build, info, index, verify, bench, demo.
 
 ``main(argv=None) -> int`` is testable in-process; ``python -m lazypatch``
 and the ``lazypatch`` console script both call it. Every subcommand goes
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--brighter", action="store_true", help="foreground is brighter than the threshold")
     index.add_argument("--out", help="sidecar path (default: next to the store)")
     index.set_defaults(func=cmd_index)
+
+    verify = commands.add_parser(
+        "verify", help="re-read every image and compare with the checksums written at build time")
+    verify.add_argument("store", nargs="+", help="a store file, or several shards of one store")
+    verify.add_argument("--json", action="store_true", help="print the damaged images as JSON")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify.set_defaults(func=cmd_verify)
 
     bench = commands.add_parser("bench", help="measure random-access throughput side by side with baselines")
     from ._bench import add_arguments
@@ -182,7 +189,7 @@ def cmd_info(args) -> int:
     with ImageStore(args.store) as store:
         facts = describe(store, args.patch, args.stride, args.edge)
     if args.json:
-        print(json.dumps(facts, indent=2))
+        print(json.dumps(facts, indent=2, ensure_ascii=False))
         return 0
     width = max(len(k) for k in facts)
     for key, value in facts.items():
@@ -224,6 +231,25 @@ def cmd_index(args) -> int:
     print(f"wrote {path}: keeps {kept} of {total} patches ({kept / max(total, 1):.1%}); use "
           f"PatchDataset(store, ..., filter={path!r})")
     return 0
+
+
+# -- verify -------------------------------------------------------------------------------
+def cmd_verify(args) -> int:
+    """Exit status 0 when every image matches its checksum, 2 when any is damaged."""
+    from .store import ImageStore
+
+    with ImageStore(args.store if len(args.store) > 1 else args.store[0]) as store:
+        damaged = store.verify(progress=False if args.no_progress else None)
+        images = len(store)
+    if args.json:
+        print(json.dumps({"images": images, "damaged": damaged}, indent=2, ensure_ascii=False))
+    elif damaged:
+        for entry in damaged:
+            print(f"DAMAGED image {entry['image']} ({entry['name']!r}) {entry['what']}: {entry['reason']}")
+        print(f"{len({e['image'] for e in damaged})} of {images} images damaged")
+    else:
+        print(f"ok: {images} images match their build-time CRC32s")
+    return 2 if damaged else 0
 
 
 # -- bench and demo ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from ._geometry import is_int
-from .errors import ParameterError, ParameterTypeError
+from .errors import IntegrityError, ParameterError, ParameterTypeError
 from .index import PatchIndex, as_int_array
 from ._samples import SampleList, collate, make_samples
 from .store import ImageStore, check_pad
@@ -164,6 +164,16 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def close(self) -> None:
+        """Close the store (this process's handles); reading afterwards raises StoreClosedError."""
+        self.store.close()
+
+    def __enter__(self) -> "PatchDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def set_epoch(self, epoch: int) -> None:
         """Tell the transform the epoch (see ``SeededTransform``); PatchSampler calls it."""
         if hasattr(self.transform, "set_epoch"):
@@ -221,8 +231,11 @@ class PatchDataset(Dataset):
         store = self.store
         image = np.empty((store.channels,) + self.patch_size, store.dtype)
         mask = np.empty(self.patch_size, store.mask_dtype) if self._has_masks else None
-        store.read_box_unchecked(image_id, origin, self.patch_size, image, mask,
-                                 self.pad_value, self.mask_pad_value)
+        try:
+            store.read_box_unchecked(image_id, origin, self.patch_size, image, mask,
+                                     self.pad_value, self.mask_pad_value)
+        except IntegrityError as exc:
+            raise _naming_patches(exc, [flat]) from exc
         sample = {
             "image": torch.from_numpy(image),
             "image_id": image_id,
@@ -243,8 +256,11 @@ class PatchDataset(Dataset):
         mask = None
         if self._has_masks:
             mask = self._pool.take((count,) + self.patch_size, store.mask_dtype)
-        store.read_batch_unchecked(image_ids, origins, self.patch_size, image, mask,
-                                   self.pad_value, self.mask_pad_value, self._interior)
+        try:
+            store.read_batch_unchecked(image_ids, origins, self.patch_size, image, mask,
+                                       self.pad_value, self.mask_pad_value, self._interior)
+        except IntegrityError as exc:
+            raise _naming_patches(exc, flat.tolist()) from exc
         batch = {
             "image": torch.from_numpy(image),
             "image_id": torch.from_numpy(np.ascontiguousarray(image_ids, dtype=np.int64)),
@@ -283,6 +299,12 @@ class PatchDataset(Dataset):
         if self.transform is not None:
             return [self.transform(sample) for sample in make_samples(batch)]
         return SampleList(batch)
+
+
+def _naming_patches(exc: IntegrityError, flat: list) -> IntegrityError:
+    """The reader's damage report, plus the dataset patch indices of the failed read."""
+    shown = flat if len(flat) <= 16 else flat[:16] + ["..."]
+    return IntegrityError(exc.errno, f"{exc.strerror}; reading dataset patches {shown}")
 
 
 def _all_interior(index: PatchIndex) -> bool:

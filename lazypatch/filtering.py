@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from . import _format as fmt
 from . import _sidecar
 from ._geometry import check_edge
 from .errors import ParameterError, StoreFormatError
@@ -203,7 +204,7 @@ def load_filter(store, path, base: PatchIndex) -> FilteredIndex:
     """The FilteredIndex of a filter sidecar, checked against the store and the grid."""
     with _sidecar.open_checked(os.fspath(path), "filter", store) as f:
         grid = (tuple(int(v) for v in f.attrs["patch_size"]), tuple(int(v) for v in f.attrs["stride"]),
-                str(f.attrs["edge"]))
+                fmt.text_attribute(f.attrs["edge"]))
         count = int(f["keep"].size)
     if grid != (base.patch_size, base.stride, base.edge):
         raise StoreFormatError(

@@ -150,11 +150,10 @@ class LabelStats:
         from .store import ImageStore
 
         store = store if isinstance(store, ImageStore) else ImageStore(store)
-        h5 = store._get_handles().h5
-        if path is None and STATS_GROUP in h5:
-            group = h5[STATS_GROUP]
-            return cls(group.attrs["block"], *(group[k][()] for k in ("image_offsets", "blocks", "labels", "counts")),
-                       store.shapes)
+        if path is None:
+            embedded = _embedded(store)
+            if embedded is not None:
+                return cls(*embedded, store.shapes)
         path = os.fspath(path) if path is not None else default_path(store)
         if not os.path.exists(path):
             raise FileNotFoundError(
@@ -164,6 +163,23 @@ class LabelStats:
         with _sidecar.open_checked(path, "labels", store) as f:
             return cls(f.attrs["block"], *(f[k][()] for k in ("image_offsets", "blocks", "labels", "counts")),
                        store.shapes)
+
+
+def _embedded(store):
+    """(block, image_offsets, blocks, labels, counts) written into every shard, else None."""
+    groups = [store._get_handles(n).h5.get(STATS_GROUP) for n in range(len(store.paths))]
+    if any(group is None for group in groups):
+        return None
+    block = np.asarray(groups[0].attrs["block"])
+    if any(not np.array_equal(group.attrs["block"], block) for group in groups):
+        return None  # shards counted with different blocks: use a sidecar
+    parts = {k: [group[k][()] for group in groups] for k in ("image_offsets", "blocks", "labels", "counts")}
+    offsets, base = [np.zeros(1, np.int64)], 0
+    for part in parts["image_offsets"]:
+        offsets.append(part[1:] + base)
+        base += int(part[-1])
+    return (block, np.concatenate(offsets),
+            *(np.concatenate(parts[k]) for k in ("blocks", "labels", "counts")))
 
 
 def _unit(tags, salt) -> np.ndarray:

@@ -411,18 +411,34 @@ class ImageStore:
     def names(self) -> list:
         """Image names (read on first access, then cached)."""
         if self._names is None:
-            names = []
-            for number in range(len(self._shards)):
-                values = self._get_handles(number).h5[fmt.D_NAMES].asstr()[()]
-                names += [str(v) for v in values]
-            self._names = names
+            self._names = [str(v) for v in self._text_table(fmt.D_NAMES)]
         return self._names
 
     def meta(self, image_id) -> dict:
         """Metadata stored for one image (a dict, empty when none was given)."""
         shard, local = self._route(self._check_image_id(image_id))
-        text = self._get_handles(shard).h5[fmt.D_META].asstr()[local]
-        return json.loads(text)
+        path = self._shards[shard].info.path
+        with fmt.damage_is_format_error(path, f"the meta of image {image_id}"):
+            text = fmt.read_texts(self._get_handles(shard).h5, fmt.D_META, path, local, local + 1)[0]
+            value = json.loads(text)
+        if not isinstance(value, dict):
+            raise StoreFormatError(f"{path!r}: the meta of image {image_id} is not a JSON object")
+        return value
+
+    def _table(self, name: str) -> np.ndarray:
+        """A per-image numeric table, concatenated across shards."""
+        parts = []
+        for number, shard in enumerate(self._shards):
+            with fmt.damage_is_format_error(shard.info.path, f"table {name!r}"):
+                parts.append(np.asarray(self._get_handles(number).h5[name][()]))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _text_table(self, name: str) -> list:
+        values = []
+        for number, shard in enumerate(self._shards):
+            with fmt.damage_is_format_error(shard.info.path, f"table {name!r}"):
+                values += fmt.read_texts(self._get_handles(number).h5, name, shard.info.path)
+        return values
 
     # -- routing ------------------------------------------------------------------------
     def _route(self, image_id: int):
@@ -655,41 +671,52 @@ class ImageStore:
     def verify(self, progress=None) -> list:
         """Re-read every image and mask and compare with the CRC32s stored at build time.
 
-        Returns one dict per damaged image (``image``, ``name``, ``what`` and
+        Returns one dict per damage found (``image``, ``name``, ``what`` -
+        ``"pixels"``, ``"mask"`` or ``"info"`` for the name and meta - and
         ``reason``); an empty list means every byte is as written. Unreadable
         data (a failing chunk checksum, a truncated file) counts as damage.
+        A damaged names table names images by number only.
         """
         from tqdm import tqdm
 
         show = progress if progress is not None else sys.stderr.isatty()
-        damaged = []
-        bar = tqdm(total=len(self), unit="image", desc="lazypatch verify", disable=not show,
-                   file=sys.stderr, leave=False)
+        expected = {"pixels": self._table(fmt.D_CRC)}
+        if self.has_masks:
+            expected["mask"] = self._table(fmt.D_MASK_CRC)
+        damaged = self._verify_info()
+        with tqdm(total=len(self), unit="image", desc="lazypatch verify", disable=not show,
+                  file=sys.stderr, leave=False) as bar:
+            for image_id in range(len(self)):
+                for what, crcs in expected.items():
+                    try:
+                        crc = self._crc(image_id, what == "mask")
+                    except (OSError, LazypatchError) as exc:
+                        damaged.append({"image": image_id, "what": what, "reason": str(exc)})
+                        continue
+                    if crc != int(crcs[image_id]):
+                        damaged.append({"image": image_id, "what": what,
+                                        "reason": f"CRC32 {crc:08x}, stored {int(crcs[image_id]):08x}"})
+                bar.update(1)
         try:
-            for number, shard in enumerate(self._shards):
-                h5 = self._get_handles(number).h5
-                expected = {"pixels": h5[fmt.D_CRC][()]}
-                if shard.masks is not None:
-                    expected["mask"] = h5[fmt.D_MASK_CRC][()]
-                for local in range(len(shard.info.shapes)):
-                    image_id = shard.first + local
-                    for what, crcs in expected.items():
-                        try:
-                            crc = self._crc(image_id, what == "mask")
-                        except (OSError, LazypatchError) as exc:
-                            damaged.append({"image": image_id, "what": what, "reason": str(exc)})
-                            continue
-                        if crc != int(crcs[local]):
-                            damaged.append({"image": image_id, "what": what,
-                                            "reason": f"CRC32 {crc:08x}, stored {int(crcs[local]):08x}"})
-                    bar.update(1)
-        finally:
-            bar.close()
-        if damaged:
             names = self.names
-            for entry in damaged:
-                entry["name"] = names[entry["image"]]
+        except StoreFormatError:
+            names = [str(k) for k in range(len(self))]
+        for entry in damaged:
+            entry["name"] = names[entry["image"]]
+        damaged.sort(key=lambda entry: entry["image"])
         return damaged
+
+    def _verify_info(self) -> list:
+        """Damage to the names and meta tables (stores written before info_crc32: none found)."""
+        if any(fmt.D_INFO_CRC not in self._get_handles(n).h5 for n in range(len(self._shards))):
+            return []
+        try:
+            names, metas = self._text_table(fmt.D_NAMES), self._text_table(fmt.D_META)
+        except StoreFormatError as exc:
+            return [{"image": k, "what": "info", "reason": str(exc)} for k in range(len(self))]
+        crcs = self._table(fmt.D_INFO_CRC)
+        return [{"image": k, "what": "info", "reason": "name or meta differs from its CRC32"}
+                for k in range(len(self)) if fmt.info_crc(names[k], metas[k]) != int(crcs[k])]
 
     def _crc(self, image_id: int, mask: bool) -> int:
         """CRC32 of one image's (or mask's) C-order bytes as written, read band by band."""

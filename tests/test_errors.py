@@ -6,6 +6,7 @@ is left at the target path (no store, no temporary file).
 """
 
 import os
+import re
 
 import h5py
 import numpy as np
@@ -170,3 +171,38 @@ def test_store_and_dataset_bad_input(files, row):
     call, kind, pattern = rows[row]
     with pytest.raises(kind, match=pattern):
         call()
+
+
+def cli_rows(folder, store):
+    (folder / "empty").mkdir(exist_ok=True)
+    good = str(store.path)
+    return [
+        (["info", str(folder / "missing.h5")], 1, r"lazypatch info: error: .*no such store file.*missing\.h5"),
+        (["info", str(folder / "a dir")], 1, r"a store is an HDF5 file, got a directory"),
+        (["info", str(folder / "text.h5")], 1, r"text\.h5' is not an HDF5 file"),
+        (["verify", str(folder / "other.h5")], 1, r"other\.h5' is not a lazypatch store"),
+        (["build", str(folder / "empty"), str(folder / "x.h5")], 1, r"no PNG, JPEG, TIFF or \.npy files in"),
+        (["info", good, "--patch", "0"], 1, r"patch_size must be positive integers, got \(0, 0\)"),
+        (["info", good, "--patch", "64"], 1, r"patch_size \(64, 64\) fits in none of the 1 images"),
+        (["info", good, "--patch", "abc"], 2, r"argument --patch: expected an int or comma-separated ints, got 'abc'"),
+        (["info", good, "--edge", "wrap"], 2, r"argument --edge: invalid choice: 'wrap'"),
+        (["index", good], 1, r"choose one of --labels or --foreground"),
+        (["index", good, "--labels"], 1, r"label statistics need masks; .*good\.h5. has none"),
+        (["index", good, "--foreground", "--from", "intensity"], 1, r"--foreground needs --patch"),
+    ]
+
+
+@pytest.mark.parametrize("row", range(12))
+def test_cli_bad_input(files, row, capsys):
+    from lazypatch.cli import main
+
+    folder, store = files
+    rows = cli_rows(folder, store)
+    assert len(rows) == 12
+    argv, code, pattern = rows[row]
+    try:
+        result = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        result = exc.code
+    assert result == code
+    assert re.search(pattern, capsys.readouterr().err)

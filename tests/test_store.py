@@ -220,7 +220,9 @@ def test_pickle_close_and_context(make_store):
 def test_format_attributes(make_store):
     store = make_store(make_images([(9, 9)], np.uint8, 0), masks=[np.zeros((9, 9), np.uint16)])
     with h5py.File(store.path, "r") as f:
-        assert f.attrs["lazypatch_format"] == "lazypatch-store"
+        assert f.attrs["lazypatch_format"] == b"lazypatch-store"  # fixed-length: no global heap
+        assert f.id.get_create_plist().get_version()[0] == 3  # superblock v3: checksummed metadata
+        assert f["names"].dtype == np.uint8 and f["name_offsets"][()].tolist() == [0, 1]
         assert f.attrs["lazypatch_format_version"] == 1
         assert f["pixels"].shape == (1, 1, 64, 64)  # (tiles, C, *tile): channel-planar
         assert f["shapes"][()].tolist() == [[9, 9]]
