@@ -71,7 +71,12 @@ def add_arguments(parser) -> None:
                         help="instead: sampler cost, ClassSampler build, aggregation speed and memory")
     parser.add_argument("--memory", action="store_true",
                         help="instead: RssAnon while reading --patches random patches, main + 2 workers")
-    parser.add_argument("--patches", type=int, default=100_000, help="patches for --memory")
+    parser.add_argument("--soak", action="store_true",
+                        help="instead: --epochs epochs of --patches patches, 2 persistent workers; "
+                             "RssAnon slope per epoch (a leak check)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs for --soak (default 5)")
+    parser.add_argument("--patches", type=int, default=100_000,
+                        help="patches for --memory, per epoch for --soak (default 100000)")
     parser.add_argument("--cold-worker", help=argparse_suppress())
 
 
@@ -778,9 +783,16 @@ def run(args) -> int:
         print(json.dumps(data, indent=2))
         _write_json(args, data)
         return 0
-    case = Case(args, load=not args.memory)
+    case = Case(args, load=not (args.memory or args.soak))
     try:
-        if args.memory:
+        if args.soak:
+            from ._bench_system import soak_run
+
+            data = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "store_gb": case.store.nbytes / 1e9,
+                    **soak_run(case.store.path, args.patch, args.epochs, args.patches, args.batch)}
+            print_soak(data)
+        elif args.memory:
             from ._bench_system import memory_run
 
             data = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -818,6 +830,17 @@ def print_stages(stages: dict, batch: int, markdown: bool) -> None:
         print("|---|---:|")
     for name, value in stages.items():
         print(f"| {name} | {value:,.0f} |" if markdown else f"  {name:<42} {value:10,.0f}")
+
+
+def print_soak(data: dict) -> None:
+    print(f"`{data['command']}` on {data['date']}: {data['epochs']} epochs x "
+          f"{data['patches_per_epoch']} patches, {data['workers']} persistent workers, store "
+          f"{data['store_gb']:.1f} GB, {np.median(data['seconds_per_epoch']):.1f} s per epoch")
+    print("| process | RssAnon at each epoch's end (MiB) | slope (MiB/epoch) | RssFile at the end (MiB) |")
+    print("|---|---|---:|---:|")
+    for name, row in data["processes"].items():
+        anon = ", ".join(f"{v:.1f}" for v in row["rss_anon_mib"])
+        print(f"| {name} | {anon} | {row['rss_anon_slope_mib_per_epoch']:+.2f} | {row['rss_file_mib'][-1]:.0f} |")
 
 
 def print_memory(data: dict) -> None:

@@ -180,6 +180,44 @@ def memory_run(path: str, patch, patches: int = 100_000, batch: int = 256, worke
     return result
 
 
+def soak_run(path: str, patch, epochs: int = 5, patches: int = 200_000, batch: int = 256,
+             workers: int = 2, seed: int = 0) -> dict:
+    """RssAnon and RssFile at the end of each epoch, main process and persistent workers.
+
+    A leak shows as a slope: the least-squares growth of RssAnon per epoch.
+    """
+    from torch.utils.data import DataLoader
+
+    from .dataset import PatchDataset
+    from .sampling import PatchSampler
+
+    dataset = PatchDataset(path, patch)
+    sampler = PatchSampler(dataset, num_samples=patches, replacement=True, seed=seed)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                        persistent_workers=True)
+    rows, seconds = {}, []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        iterator = iter(loader)
+        pids = {"main": "self", **{f"worker {k}": w.pid for k, w in enumerate(iterator._workers)}}
+        count = sum(len(b["index"]) for b in iterator)
+        assert count == patches, (count, patches)
+        seconds.append(time.perf_counter() - started)
+        for name, pid in pids.items():
+            status = proc_status(pid)
+            rows.setdefault(name, {"rss_anon_mib": [], "rss_file_mib": []})
+            rows[name]["rss_anon_mib"].append(status.get("RssAnon", float("nan")))
+            rows[name]["rss_file_mib"].append(status.get("RssFile", float("nan")))
+    for row in rows.values():
+        row["rss_anon_slope_mib_per_epoch"] = float(np.polyfit(np.arange(epochs), row["rss_anon_mib"], 1)[0])
+    del loader
+    dataset.close()
+    return {"epochs": epochs, "patches_per_epoch": patches, "workers": workers,
+            "seconds_per_epoch": seconds, "processes": rows,
+            "max_slope_mib_per_epoch": max(r["rss_anon_slope_mib_per_epoch"] for r in rows.values())}
+
+
 def run(args) -> dict:
     workdir = args.workdir or tempfile.mkdtemp(prefix="lazypatch-bench-")
     os.makedirs(workdir, exist_ok=True)

@@ -105,6 +105,16 @@ def test_short_bench(tmp_path, capsys):
                                                        "seed on-the-fly dataset"}
 
 
+def test_soak_bench_reports_every_process(tmp_path, capsys):
+    report = tmp_path / "soak.json"
+    assert main(["bench", "--soak", "--size-gb", "0.005", "--image-size", "96", "--patch", "32",
+                 "--patches", "3000", "--epochs", "2", "--json", str(report)]) == 0
+    assert "slope (MiB/epoch)" in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert set(data["processes"]) == {"main", "worker 0", "worker 1"}
+    assert all(len(row["rss_anon_mib"]) == 2 for row in data["processes"].values())
+
+
 def test_demo_and_module_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lazypatch", "demo", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
