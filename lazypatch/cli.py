@@ -1,4 +1,4 @@
-"""The ``lazypatch`` command line: build, info, index, verify, bench, demo.
+"""The ``lazypatch`` command line: build, info, index, show, verify, bench, demo.
 
 ``main(argv=None) -> int`` is testable in-process; ``python -m lazypatch``
 and the ``lazypatch`` console script both call it. Every subcommand goes
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--brighter", action="store_true", help="foreground is brighter than the threshold")
     index.add_argument("--out", help="sidecar path (default: next to the store)")
     index.set_defaults(func=cmd_index)
+
+    show = commands.add_parser(
+        "show", help="draw an image with its patch grid and a grid of sample patches (PNG)")
+    from .show import add_arguments as add_show_arguments
+
+    add_show_arguments(show)
+    show.set_defaults(func=cmd_show)
 
     verify = commands.add_parser(
         "verify", help="re-read every image and compare with the checksums written at build time")
@@ -231,6 +238,13 @@ def cmd_index(args) -> int:
     print(f"wrote {path}: keeps {kept} of {total} patches ({kept / max(total, 1):.1%}); use "
           f"PatchDataset(store, ..., filter={path!r})")
     return 0
+
+
+# -- show -------------------------------------------------------------------------------------
+def cmd_show(args) -> int:
+    from .show import run
+
+    return run(args)
 
 
 # -- verify -------------------------------------------------------------------------------
