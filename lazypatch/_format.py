@@ -25,6 +25,33 @@ FORMAT_NAME = "lazypatch-store"
 FORMAT_VERSION = 1
 LAYOUTS = ("tiled", "contiguous", "chunked")
 COMPRESSIONS = ("gzip", "lzf")
+# codecs of the hdf5plugin package: name -> (HDF5 filter id, level range or None)
+PLUGIN_COMPRESSIONS = {"zstd": (32015, (1, 22)), "lz4": (32004, None), "blosc": (32001, (0, 9)),
+                       "bitshuffle": (32008, None)}
+
+
+def plugin_filter(name: str, level=None) -> dict:
+    """create_dataset keywords of an hdf5plugin codec (importing hdf5plugin registers it)."""
+    hdf5plugin = require_plugin(name)
+    if name == "zstd":
+        return dict(hdf5plugin.Zstd(clevel=3 if level is None else level))
+    if name == "lz4":
+        return dict(hdf5plugin.LZ4())
+    if name == "blosc":
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5 if level is None else level,
+                                     shuffle=hdf5plugin.Blosc.SHUFFLE))
+    return dict(hdf5plugin.Bitshuffle())
+
+
+def require_plugin(name: str):
+    """The hdf5plugin module (its import registers the codecs with HDF5), else ImportError."""
+    try:
+        import hdf5plugin
+    except ImportError:
+        raise ImportError(
+            f"compression {name!r} is an hdf5plugin codec: install it with `pip install hdf5plugin`"
+        ) from None
+    return hdf5plugin
 DEFAULT_TILE = {2: 64, 3: 64}  # 64 per axis: one 64-px patch is one record (measured best)
 PIXEL_KINDS = "biuf"  # bool, signed, unsigned, float
 MASK_KINDS = "biu"
@@ -52,6 +79,7 @@ A_COMPRESSION = "compression"
 A_COMPRESSION_OPTS = "compression_opts"
 A_CHECKSUM = "checksum"
 A_NUM_IMAGES = "num_images"
+A_PROVENANCE = "provenance"  # JSON: who wrote the store, how, from what (optional)
 
 # dataset names
 D_SHAPES = "shapes"
@@ -288,7 +316,10 @@ def _array_info(f, name, path, layout, dtype, channels, records, file_size, tile
             raise StoreFormatError(
                 f"{path!r}: {name!r} has chunks {dataset.chunks}, expected one tile per chunk"
             )
-        if (dataset.compression or None) != comp:
+        filters = {dcpl.get_filter(k)[0] for k in range(dcpl.get_nfilters())}
+        if comp in PLUGIN_COMPRESSIONS and PLUGIN_COMPRESSIONS[comp][0] not in filters:
+            raise StoreFormatError(f"{path!r}: {name!r} lacks the {comp!r} filter its attributes name")
+        if comp not in PLUGIN_COMPRESSIONS and (dataset.compression or None) != comp:
             raise StoreFormatError(
                 f"{path!r}: {name!r} uses compression {dataset.compression!r}, attributes say {comp!r}"
             )
@@ -376,8 +407,10 @@ def _describe(f, path: str, stat) -> StoreInfo:
     if dtype.kind not in PIXEL_KINDS or (mask_dtype is not None and mask_dtype.kind not in MASK_KINDS):
         raise StoreFormatError(f"{path!r}: unsupported dtypes {dtype}, {mask_dtype}")
     compression = _attr(f, A_COMPRESSION, path, str) or None
-    if compression is not None and compression not in COMPRESSIONS:
+    if compression is not None and compression not in COMPRESSIONS + tuple(PLUGIN_COMPRESSIONS):
         raise StoreFormatError(f"{path!r}: unknown compression {compression!r}")
+    if compression in PLUGIN_COMPRESSIONS:
+        require_plugin(compression)
     checksum = bool(_attr(f, A_CHECKSUM, path))
     tile = None
     if layout != "contiguous":

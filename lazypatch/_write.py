@@ -53,9 +53,11 @@ def check_options(spatial_ndim, layout, tile, compression, compression_opts, che
         raise ParameterError(f"spatial_ndim must be 2 or 3, got {spatial_ndim!r}")
     if layout not in fmt.LAYOUTS:
         raise ParameterError(f"layout must be one of {fmt.LAYOUTS}, got {layout!r}")
-    if compression is not None and compression not in fmt.COMPRESSIONS:
+    known = fmt.COMPRESSIONS + tuple(fmt.PLUGIN_COMPRESSIONS)
+    if compression is not None and compression not in known:
         raise ParameterError(
-            f"compression must be None or one of {fmt.COMPRESSIONS}, got {compression!r}"
+            f"compression must be None or one of {known} (the last {len(fmt.PLUGIN_COMPRESSIONS)} "
+            f"from the hdf5plugin package), got {compression!r}"
         )
     if not isinstance(checksum, (bool, np.bool_)):
         raise ParameterTypeError(f"checksum must be True or False, got {checksum!r}")
@@ -65,14 +67,20 @@ def check_options(spatial_ndim, layout, tile, compression, compression_opts, che
                 f"{name}={value!r} needs layout='chunked' (HDF5 filters work on chunks), "
                 f"got layout={layout!r}"
             )
+    if compression in fmt.PLUGIN_COMPRESSIONS and layout == "chunked":
+        fmt.require_plugin(compression)
     if compression_opts is not None:
-        if compression != "gzip":
+        levels = (0, 9) if compression == "gzip" else fmt.PLUGIN_COMPRESSIONS.get(compression, (0, None))[1]
+        if levels is None:
             raise ParameterError(
-                f"compression_opts applies to compression='gzip' only, got "
+                f"compression_opts applies to gzip, zstd and blosc (a level), got "
                 f"compression_opts={compression_opts!r} with compression={compression!r}"
             )
-        if not is_int(compression_opts) or not 0 <= compression_opts <= 9:
-            raise ParameterError(f"compression_opts must be a gzip level 0..9, got {compression_opts!r}")
+        if not is_int(compression_opts) or not levels[0] <= compression_opts <= levels[1]:
+            raise ParameterError(
+                f"compression_opts must be a {compression} level {levels[0]}..{levels[1]}, "
+                f"got {compression_opts!r}"
+            )
     if layout == "contiguous":
         if tile is not None:
             raise ParameterError(
@@ -326,9 +334,8 @@ class Builder:
     """Writes images one at a time into a temporary HDF5 file."""
 
     def __init__(self, tmp_path, *, spatial_ndim, layout, tile, compression, compression_opts,
-                 checksum, planned_shapes=None, check_finite=False, label_block=None):
-        import h5py
-
+                 checksum, planned_shapes=None, check_finite=False, label_block=None,
+                 channel_stats=False, provenance=None):
         self.tmp_path = tmp_path
         self.ndim = spatial_ndim
         self.layout = layout
@@ -339,6 +346,9 @@ class Builder:
         self.check_finite = check_finite
         self.label_block = label_block  # count labels per block while writing masks
         self.label_rows = []  # per image: (blocks, labels, counts)
+        self.want_channel_stats = channel_stats
+        self.channel_stats = None  # a ChannelStats once the first image fixes dtype and channels
+        self.provenance = provenance
         self.planned = planned_shapes
         self.spec = None
         self.mask_dtype = None
@@ -373,11 +383,14 @@ class Builder:
             )
         if self.layout == "chunked":
             known = self._total_records(self.planned, array) if self.planned else 0
+            if self.compression in fmt.PLUGIN_COMPRESSIONS:
+                codec = fmt.plugin_filter(self.compression, self.compression_opts)
+            else:
+                codec = dict(compression=self.compression, compression_opts=self.compression_opts)
             array.dataset = self.h5.create_dataset(
                 name, shape=(known,) + array.record_shape, maxshape=(None,) + array.record_shape,
-                dtype=dtype, chunks=(1,) + array.record_shape, compression=self.compression,
-                compression_opts=self.compression_opts, fletcher32=self.checksum,
-                track_times=False,
+                dtype=dtype, chunks=(1,) + array.record_shape, fletcher32=self.checksum,
+                track_times=False, **codec,
             )
         elif self.planned is not None:
             array.fd = self.fd
@@ -410,6 +423,10 @@ class Builder:
         if self.spec is None:
             self.spec = spec
             self.pixels = self._new_array(fmt.D_PIXELS, spec.dtype, spec.channels)
+            if self.want_channel_stats:
+                from .normalize import ChannelStats
+
+                self.channel_stats = ChannelStats(spec.channels, spec.dtype)
         else:
             check_same(spec, self.spec, position)
         if self.planned is not None and tuple(self.planned[position]) != tuple(spatial):
@@ -428,7 +445,8 @@ class Builder:
         elif self.masks is not None:
             raise ParameterError(f"image {position} has no mask; every image needs one")
         start = self.records
-        self.crcs.append(self._write(self.pixels, image, spatial, start, spec.channel_axis, position))
+        self.crcs.append(self._write(self.pixels, image, spatial, start, spec.channel_axis, position,
+                                     self.channel_stats))
         if mask is not None:
             counter = None
             if self.label_block is not None:
@@ -466,8 +484,8 @@ class Builder:
                     f"image {position} holds NaN or infinite values (check_finite=True)"
                 )
             checksums.update(band)
-            if counter is not None:
-                counter.add(r0, band)
+            if counter is not None:  # label counts (masks) or channel statistics (pixels)
+                counter.add(r0, band) if array.channels == 0 else counter.add(band)
             if not channel_axis:
                 band = band[..., None]
             if self.layout != "contiguous":
@@ -520,6 +538,8 @@ class Builder:
             for k, name in enumerate(("blocks", "labels", "counts")):
                 data = np.concatenate([rows[k] for rows in self.label_rows]) if self.label_rows else []
                 group.create_dataset(name, data=np.asarray(data, dtype=np.int64), track_times=False)
+        if self.channel_stats is not None:
+            self.channel_stats.write_group(h5)
         for name, texts in ((fmt.D_NAMES, self.names), (fmt.D_META, self.metas)):
             blob, offsets = fmt.pack_texts(texts)
             h5.create_dataset(name, data=blob, track_times=False)
@@ -543,6 +563,8 @@ class Builder:
         }
         if self.tile is not None:
             attrs[fmt.A_TILE] = np.asarray(self.tile, dtype=np.int64)
+        if self.provenance is not None:
+            attrs[fmt.A_PROVENANCE] = self.provenance
         for key, value in attrs.items():
             h5.attrs[key] = fmt.attribute(value)
         h5.close()
@@ -665,11 +687,15 @@ def prevalidate(images, masks, spatial_ndim, shapes) -> None:
 
 def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, layout="tiled",
           tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
-          progress=None, check_finite=False, label_stats=False) -> str:
+          progress=None, check_finite=False, label_stats=False, channel_stats=False,
+          provenance=None) -> str:
     """Write a store (see ``lazypatch.write_store``); returns the final path."""
     tile, compression_opts = check_options(
         spatial_ndim, layout, tile, compression, compression_opts, checksum
     )
+    if not isinstance(channel_stats, bool):
+        raise ParameterTypeError(f"channel_stats must be True or False, got {channel_stats!r}")
+    provenance_text = provenance_json(provenance, layout, tile, compression, compression_opts, checksum)
     target = check_target(path, overwrite)
     if images is None or isinstance(images, (str, bytes, Mapping)):
         raise ParameterTypeError(
@@ -689,6 +715,7 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
             tmp, spatial_ndim=spatial_ndim, layout=layout, tile=tile, compression=compression,
             compression_opts=compression_opts, checksum=checksum, planned_shapes=shapes,
             check_finite=check_finite, label_block=_label_block(label_stats, spatial_ndim, masks),
+            channel_stats=channel_stats, provenance=provenance_text,
         )
         bar = _progress_bar(show, len(shapes) if shapes is not None else None)
         try:
@@ -706,6 +733,31 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
             os.unlink(tmp)
         raise
     return target
+
+
+def provenance_json(provenance, layout, tile, compression, compression_opts, checksum) -> str:
+    """The store's provenance attribute: who wrote it, how, and what the caller adds."""
+    import platform
+    import time
+
+    if provenance is not None and not isinstance(provenance, Mapping):
+        raise ParameterTypeError(f"provenance must be a dict, got {type(provenance).__name__}")
+    record = {
+        "written_by": f"lazypatch {lazypatch_version()}",
+        "python": platform.python_version(),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "options": {"layout": layout, "tile": list(tile) if tile else None,
+                    "compression": compression, "compression_opts": compression_opts,
+                    "checksum": bool(checksum)},
+        **dict(provenance or {}),
+    }
+    try:
+        text = json.dumps(record, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"provenance cannot be stored as JSON: {exc}") from None
+    if len(text) > 32_000:
+        raise ParameterError(f"provenance is {len(text)} characters as JSON; at most 32,000 fit")
+    return text
 
 
 def _label_block(label_stats, spatial_ndim, masks):

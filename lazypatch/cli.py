@@ -39,22 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    build = commands.add_parser("build", help="write a store from a folder of image files")
-    build.add_argument("source", help="folder (searched recursively) or glob of PNG, JPEG, TIFF or .npy files")
-    build.add_argument("output", help="the store file to write (.h5)")
-    build.add_argument("--masks", metavar="DIR", help="folder of masks, paired with images by file stem")
-    build.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. '_mask'")
-    build.add_argument("--layout", default="tiled", choices=("tiled", "contiguous", "chunked"))
-    build.add_argument("--tile", type=_int_list, help="tile size, an int or per-axis 'Y,X'")
-    build.add_argument("--compression", choices=("gzip", "lzf"), help="needs --layout chunked")
-    build.add_argument("--checksum", action="store_true", help="fletcher32 per chunk (needs --layout chunked)")
-    build.add_argument("--spatial-ndim", type=int, default=2, choices=(2, 3))
-    build.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build = commands.add_parser("build", help="write a store (or shards) from a folder of image files")
+    from ._build import add_arguments as add_build_arguments
+
+    add_build_arguments(build)
     build.set_defaults(func=cmd_build)
 
     info = commands.add_parser("info", help="describe a store")
-    info.add_argument("store")
+    info.add_argument("store", nargs="+", help="a store file, or several shards of one store")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--patch", type=_int_list, help="also count patches of this size")
     info.add_argument("--stride", type=_int_list)
@@ -66,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("store")
     index.add_argument("--labels", action="store_true", help="per-block label counts (for ClassSampler)")
     index.add_argument("--block", type=_int_list, default=64, help="block of --labels (default 64)")
+    index.add_argument("--stats", action="store_true",
+                       help="per-channel statistics (for PatchDataset(normalize=...))")
     index.add_argument("--foreground", action="store_true",
                        help="a filter keeping grid patches with enough foreground")
     index.add_argument("--patch", type=_int_list, help="grid of --foreground")
@@ -119,24 +113,9 @@ def main(argv=None) -> int:
 
 # -- build ---------------------------------------------------------------------------
 def cmd_build(args) -> int:
-    from ._files import FileImages, list_images, pair_masks
-    from .store import write_store
+    from ._build import run
 
-    paths = list_images(args.source)
-    if not paths:
-        raise FileNotFoundError(f"no PNG, JPEG, TIFF or .npy files in {args.source!r}")
-    images = FileImages(paths)
-    masks = FileImages(pair_masks(paths, args.masks, args.mask_suffix)) if args.masks else None
-    root = args.source if os.path.isdir(args.source) else os.path.dirname(args.source) or "."
-    names = [os.path.relpath(p, root) for p in paths]
-    store = write_store(
-        args.output, images, masks=masks, names=names, spatial_ndim=args.spatial_ndim,
-        layout=args.layout, tile=args.tile, compression=args.compression,
-        checksum=args.checksum, overwrite=args.overwrite,
-        progress=False if args.no_progress else None,
-    )
-    print(f"wrote {len(store)} images ({store.nbytes / 1e6:.1f} MB) to {store.path}")
-    return 0
+    return run(args)
 
 
 # -- info ------------------------------------------------------------------------------
@@ -164,6 +143,21 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
         "format_version": store.attrs.get("lazypatch_format_version"),
         "written_by": store.attrs.get("lazypatch_version"),
     }
+    if len(store.paths) > 1:
+        facts["shards"] = store.paths
+    provenance = store.attrs.get("provenance")
+    if provenance:
+        try:
+            facts["provenance"] = json.loads(provenance)
+        except ValueError:
+            facts["provenance"] = provenance
+    from .normalize import ChannelStats
+
+    try:
+        facts["channel_stats"] = {k: [round(v, 4) for v in values]
+                                  for k, values in ChannelStats.open(store).summary().items()}
+    except FileNotFoundError:
+        facts["channel_stats"] = None
     if patch is not None:
         from .index import PatchIndex
 
@@ -182,18 +176,21 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
 
 def _read_path(store) -> str:
     if store.layout == "chunked":
-        return "h5py (compressed or checksummed chunks are decoded by HDF5)"
+        why = ", ".join(filter(None, [f"{store.compression} compression" if store.compression else "",
+                                     "fletcher32 checksums" if store.checksum else ""])) or "chunks"
+        return f"h5py: HDF5 decodes the chunks ({why}); one call per run of consecutive chunks"
     return {
-        "auto": "memory map when the page cache holds the data, else pread (asked per batch)",
-        "mmap": "memory map",
-        "pread": "pread from a thread pool",
+        "auto": "uncompressed tiles at computed offsets: memory map when the page cache holds "
+                "a batch's pages, else pread (asked per batch with RWF_NOWAIT probes)",
+        "mmap": "uncompressed tiles at computed offsets: memory map (io='mmap')",
+        "pread": "uncompressed tiles at computed offsets: pread from a thread pool (io='pread')",
     }[store.io]
 
 
 def cmd_info(args) -> int:
     from .store import ImageStore
 
-    with ImageStore(args.store) as store:
+    with ImageStore(args.store if len(args.store) > 1 else args.store[0]) as store:
         facts = describe(store, args.patch, args.stride, args.edge)
     if args.json:
         print(json.dumps(facts, indent=2, ensure_ascii=False))
@@ -212,9 +209,16 @@ def cmd_info(args) -> int:
 def cmd_index(args) -> int:
     from .store import ImageStore
 
-    if args.labels == args.foreground:
-        raise ValueError("choose one of --labels or --foreground")
+    if args.labels + args.foreground + args.stats != 1:
+        raise ValueError("choose one of --labels, --stats or --foreground")
     store = ImageStore(args.store)
+    if args.stats:
+        from .normalize import ChannelStats
+
+        stats = ChannelStats.compute(store)
+        path = stats.write_sidecar(store, args.out)
+        print(f"wrote {path}: {stats!r}")
+        return 0
     if args.labels:
         from .labels import LabelStats
 

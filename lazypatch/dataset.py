@@ -81,9 +81,22 @@ class PatchDataset(Dataset):
     filter : path, optional
         A foreground filter (``lazypatch.filtering.foreground_filter`` or
         ``lazypatch index --foreground``) for this grid: only kept patches.
+    dtype : torch.dtype, optional
+        Cast images to this dtype (default: the store's dtype, e.g. uint8, which
+        is the cheapest to move to a GPU; ``torch.float32`` when normalizing).
+    normalize : {None, "zscore", "percentile"} or callable
+        Per channel, with the store's channel statistics (written by
+        ``write_store(..., channel_stats=True)``, ``lazypatch build --stats`` or
+        ``lazypatch index --stats``): ``"zscore"`` is (x - mean) / std,
+        ``"percentile"`` maps the 1st..99th percentiles to 0..1 and clips. A
+        callable receives the cast image tensor ((B, C, *patch) for batches,
+        (C, *patch) for one sample) and returns the new one. Masks are never
+        touched. Applied before ``transform``.
+    stats : ChannelStats, optional
+        Statistics to normalize with, instead of the store's.
 
     Samples are dicts with exactly: ``"image"`` (C, *patch) in the store's
-    dtype, ``"image_id"`` (int, the store's image number), ``"origin"`` (int64
+    dtype (or ``dtype``), ``"image_id"`` (int, the store's image number), ``"origin"`` (int64
     tensor (spatial_ndim,)), ``"index"`` (the flat index, non-negative) and
     ``"mask"`` (*patch) when the store has masks. Tensors are contiguous.
 
@@ -102,8 +115,9 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, store, patch_size, stride=None, edge: str = "drop", pad_value=0,
-                 mask_pad_value=0, transform=None, image_ids=None, filter=None):
-        if isinstance(store, (str, bytes, os.PathLike)):
+                 mask_pad_value=0, transform=None, image_ids=None, filter=None, dtype=None,
+                 normalize=None, stats=None):
+        if isinstance(store, (str, bytes, os.PathLike, list, tuple)):
             store = ImageStore(store)
         if not isinstance(store, ImageStore):
             raise ParameterTypeError(
@@ -124,6 +138,7 @@ class PatchDataset(Dataset):
             image_ids = image_ids.copy()
             image_ids.flags.writeable = False
         self.image_ids = image_ids
+        self._normalizer = _normalizer(store, dtype, normalize, stats)
         self._build()
 
     def _build(self) -> None:
@@ -236,8 +251,9 @@ class PatchDataset(Dataset):
                                      self.pad_value, self.mask_pad_value)
         except IntegrityError as exc:
             raise _naming_patches(exc, [flat]) from exc
+        tensor = torch.from_numpy(image)
         sample = {
-            "image": torch.from_numpy(image),
+            "image": tensor if self._normalizer is None else self._normalizer(tensor, batched=False),
             "image_id": image_id,
             "origin": torch.from_numpy(np.array(origin, dtype=np.int64)),
             "index": flat,
@@ -261,8 +277,9 @@ class PatchDataset(Dataset):
                                        self.pad_value, self.mask_pad_value, self._interior)
         except IntegrityError as exc:
             raise _naming_patches(exc, flat.tolist()) from exc
+        tensor = torch.from_numpy(image)
         batch = {
-            "image": torch.from_numpy(image),
+            "image": tensor if self._normalizer is None else self._normalizer(tensor, batched=True),
             "image_id": torch.from_numpy(np.ascontiguousarray(image_ids, dtype=np.int64)),
             "origin": torch.from_numpy(origins),
             "index": torch.from_numpy(flat),
@@ -299,6 +316,21 @@ class PatchDataset(Dataset):
         if self.transform is not None:
             return [self.transform(sample) for sample in make_samples(batch)]
         return SampleList(batch)
+
+
+def _normalizer(store, dtype, normalize, stats):
+    """The cast-and-normalize step, or None when images keep the store's dtype."""
+    if dtype is None and normalize is None:
+        return None
+    from .normalize import NORMALIZATIONS, ChannelStats, Normalizer
+
+    if normalize in NORMALIZATIONS and stats is None:
+        stats = ChannelStats.open(store)
+    if stats is not None and not isinstance(stats, ChannelStats):
+        raise ParameterTypeError(f"stats must be a ChannelStats, got {type(stats).__name__}")
+    if stats is not None and stats.channels != store.channels:
+        raise ParameterError(f"stats has {stats.channels} channels, the store has {store.channels}")
+    return Normalizer(dtype, normalize, stats, store.dtype)
 
 
 def _naming_patches(exc: IntegrityError, flat: list) -> IntegrityError:

@@ -44,6 +44,8 @@ def write_store(
     progress: bool | None = None,
     check_finite: bool = False,
     label_stats=False,
+    channel_stats: bool = False,
+    provenance: dict | None = None,
 ) -> "ImageStore":
     """Write images (and optional masks) into one HDF5 store, atomically.
 
@@ -89,6 +91,14 @@ def write_store(
     label_stats : bool or int or sequence of int
         Also count the pixels of every mask label per block (64 per axis, or
         this block size), for :class:`lazypatch.labels.ClassSampler`.
+    channel_stats : bool
+        Also compute per-channel statistics (mean, std, min, max, exact
+        percentiles for integer images up to 16 bits) while writing, for
+        ``PatchDataset(..., normalize=...)`` (see :class:`lazypatch.normalize.ChannelStats`).
+    provenance : dict, optional
+        JSON-able facts to record with the store (e.g. the source folder); the
+        store's ``provenance`` attribute also records the lazypatch and Python
+        versions, the time and the layout options.
 
     Returns
     -------
@@ -119,7 +129,7 @@ def write_store(
         path, images, masks=masks, names=names, meta=meta, spatial_ndim=spatial_ndim,
         layout=layout, tile=tile, compression=compression, compression_opts=compression_opts,
         checksum=checksum, overwrite=overwrite, progress=progress, check_finite=check_finite,
-        label_stats=label_stats,
+        label_stats=label_stats, channel_stats=channel_stats, provenance=provenance,
     )
     return ImageStore(target)
 
