@@ -3,7 +3,7 @@
 Two passes. The first reads headers only (shapes, dtypes, mask pairing),
 validates everything and prints what would be written (``--dry-run`` stops
 there). The second decodes and writes through ``write_store``, the same code
-path as the Python API: PNG and JPEG decoded in worker processes, one writer,
+path as the Python API: PNG and JPEG decoded ahead in worker threads, one writer,
 a progress bar, and a summary (images, bytes, seconds, MB/s).
 
 Files are taken in code-point order of their path relative to the source, so
@@ -54,7 +54,7 @@ def add_arguments(build) -> None:
     build.add_argument("--shard-index", type=int,
                        help="write only this shard (0-based): one machine per shard")
     build.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                       help="processes decoding PNG/JPEG (default: min(4, CPUs)); 0: none")
+                       help="threads decoding PNG/JPEG ahead of the writer (default: min(4, CPUs)); 0: none")
     build.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
     build.add_argument("--overwrite", action="store_true", help="replace existing output files")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -621,8 +621,10 @@ def planned_shapes(images, spatial_ndim):
         hasattr(images, "__len__") and hasattr(images, "__getitem__") and not hasattr(images, "shape")
         and not isinstance(images, Mapping))
     if sequence and not isinstance(images, (str, bytes)):
-        if all(hasattr(item, "shape") and len(item.shape) >= spatial_ndim for item in images):
-            return [tuple(int(v) for v in item.shape[:spatial_ndim]) for item in images]
+        # NOTE: by position, not by iterating: a sequence may decode ahead when iterated
+        items = [images[k] for k in range(len(images))]
+        if all(hasattr(item, "shape") and len(item.shape) >= spatial_ndim for item in items):
+            return [tuple(int(v) for v in item.shape[:spatial_ndim]) for item in items]
         return None
     shape = getattr(images, "shape", None)
     if shape is not None and hasattr(images, "__getitem__") and len(shape) >= spatial_ndim + 1:
@@ -671,7 +673,8 @@ def prevalidate(images, masks, spatial_ndim, shapes) -> None:
     first = None
     mask_dtype = None
     mask_list = masks if isinstance(masks, Sequence) and not isinstance(masks, str) else None
-    for position, image in enumerate(images if isinstance(images, Sequence) else []):
+    count = len(images) if isinstance(images, Sequence) else 0
+    for position, image in ((k, images[k]) for k in range(count)):
         image = _as_arraylike(image, "image", position)
         spatial, spec = describe_image(image, position, spatial_ndim)
         if first is None:
