@@ -220,6 +220,14 @@ class _Slice:
         return iter(part)
 
 
+def _size(nbytes: int) -> str:
+    """``1.23 GB``, ``45.6 MB``, ``789 kB``: decimal units, three significant figures."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes} B"
+
+
 def _glob_of(output: str, count: int) -> str:
     base, ext = os.path.splitext(output)
     return f"{base}-*-of-{count:05d}{ext or '.h5'}"
@@ -242,11 +250,11 @@ def _print_plan(args, images, shapes, spec, mask_dtype, report, per_image, range
                 shown = [p if isinstance(p, str) else p[0] for p in report[key][:5]]
                 lines.append(f"{len(report[key])} {what}: {shown}{' ...' if len(report[key]) > 5 else ''}")
     total = int(per_image.sum())
-    lines.append(f"about {total / 1e9:.2f} GB in layout {args.layout!r} "
-                 f"({sum(h.nbytes for h in images._headers) / 1e9:.2f} GB of decoded pixels)")
+    lines.append(f"about {_size(total)} in layout {args.layout!r} "
+                 f"({_size(sum(h.nbytes for h in images._headers))} of decoded pixels)")
     for k in chosen:
         a, b = ranges[k]
-        lines.append(f"  {outputs[k]}: images {a}..{b - 1}, about {int(per_image[a:b].sum()) / 1e9:.2f} GB")
+        lines.append(f"  {outputs[k]}: images {a}..{b - 1}, about {_size(int(per_image[a:b].sum()))}")
     if args.dry_run:
         lines.append("dry run: nothing written")
     print("\n".join(lines))

@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (LazypatchError, OSError, ValueError, TypeError) as exc:
+    except (LazypatchError, OSError, ValueError, TypeError, ImportError) as exc:
         print(f"lazypatch {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -33,3 +33,51 @@ def make_store(tmp_path):
         return write_store(path, images, **options)
 
     return make
+
+
+# Optional-dependency tests. Locally they skip when torchvision or the notebook
+# runner is missing; CI sets LAZYPATCH_REQUIRE=torchvision,notebook so that a
+# skip (or no such test at all) fails the run instead of passing quietly.
+OPTIONAL = {"torchvision": "requires_torchvision", "notebook": "requires_notebook"}
+
+
+def pytest_configure(config):
+    for marker in OPTIONAL.values():
+        config.addinivalue_line("markers", f"{marker}: skipped locally without the dependency; "
+                                "required in CI via LAZYPATCH_REQUIRE")
+
+
+def _required_markers():
+    wanted = [word.strip() for word in os.environ.get("LAZYPATCH_REQUIRE", "").split(",") if word.strip()]
+    unknown = sorted(set(wanted) - set(OPTIONAL))
+    if unknown:
+        raise pytest.UsageError(f"LAZYPATCH_REQUIRE names unknown groups {unknown}; known: {sorted(OPTIONAL)}")
+    return {OPTIONAL[word] for word in wanted}
+
+
+_ran = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marked = _required_markers() & {mark.name for mark in item.iter_markers()}
+    if not marked:
+        return
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (f"skipped, but LAZYPATCH_REQUIRE asks for {sorted(marked)} tests to run. "
+                           f"The skip: {reason}")
+    elif call.when == "call":
+        for marker in marked:
+            _ran[marker] = _ran.get(marker, 0) + 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    missing = sorted(_required_markers() - set(_ran))
+    if missing and not session.config.option.collectonly and session.testscollected:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"LAZYPATCH_REQUIRE: no {missing} test ran", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -100,7 +100,7 @@ def test_dry_run_writes_nothing(folder, capsys):
     out = folder / "dry.h5"
     assert main(["build", str(folder / "images"), str(out), "--dry-run", "--tile", "128"]) == 0
     text = capsys.readouterr().out
-    assert "dry run: nothing written" in text and "GB in layout 'tiled'" in text
+    assert "dry run: nothing written" in text and "in layout 'tiled'" in text
     assert not out.exists() and not [p for p in os.listdir(folder) if p.endswith(".tmp")]
 
 
