@@ -20,6 +20,7 @@ _EXPORTS = {
     "collate": "lazypatch.dataset",
     "PatchSampler": "lazypatch.sampling",
     "SeededTransform": "lazypatch.sampling",
+    "TorchvisionTransform": "lazypatch.transforms",
     "PatchAggregator": "lazypatch.aggregate",
     "LazypatchError": "lazypatch.errors",
     "ParameterError": "lazypatch.errors",
