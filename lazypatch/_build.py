@@ -65,7 +65,10 @@ def parse_size(text: str) -> int:
     unit = (match.group(2) or "").lower() if match else None
     if not match or unit not in _UNITS:
         raise ParameterError(f"--shard-size must be a size such as 500MB or 2GB, got {text!r}")
-    return int(float(match.group(1)) * _UNITS[unit])
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size < 1:
+        raise ParameterError(f"--shard-size must be positive, got {text!r}")
+    return size
 
 
 def stored_bytes(shapes, channels: int, itemsize: int, layout: str, tile) -> np.ndarray:
@@ -116,6 +119,12 @@ def run(args) -> int:
         raise ParameterError(f"--workers must be 0 or more, got {args.workers}")
     if args.shards is not None and args.shard_size is not None:
         raise ParameterError("give --shards or --shard-size, not both")
+    if args.mask_suffix and not args.masks:
+        raise ParameterError(f"--mask-suffix {args.mask_suffix!r} needs --masks FOLDER")
+    if args.allow_unmatched and not args.masks:
+        raise ParameterError("--allow-unmatched needs --masks FOLDER")
+    if args.label_stats and not args.masks:
+        raise ParameterError("--label-stats counts mask labels: it needs --masks FOLDER")
     paths, root = list_images(args.source)
     if not paths:
         raise FileNotFoundError(f"no PNG, JPEG, TIFF or .npy files in {args.source!r}")
@@ -123,7 +132,8 @@ def run(args) -> int:
     if args.masks:
         paths, mask_paths, report = pair_masks(paths, args.masks, args.mask_suffix, args.allow_unmatched)
         if not paths:
-            raise ParameterError(f"no image in {args.source!r} has a mask in {args.masks!r}")
+            hint = f"; {report['hint']}" if report["hint"] else ""
+            raise ParameterError(f"no image in {args.source!r} has a mask in {args.masks!r}{hint}")
     # pass 1: headers
     images = FileImages(paths, args.spatial_ndim, workers=args.workers)
     masks = FileImages(mask_paths, args.spatial_ndim, workers=args.workers) if mask_paths else None
@@ -242,6 +252,10 @@ def _print_plan(args, images, shapes, spec, mask_dtype, report, per_image, range
     ]
     if mask_dtype is not None:
         lines.append(f"masks: {len(images)} paired by stem ({mask_dtype})")
+    stacks = [h.path for h in images._headers if getattr(h._rows, "ignored_pages", 0) > 0]
+    if stacks:
+        lines.append(f"{len(stacks)} multi-page TIFF(s), e.g. {stacks[0]!r}: first page only "
+                     f"(--spatial-ndim 3 reads them as stacks)")
     if report is not None:
         for key, what in (("missing", "image(s) without a mask, left out"),
                           ("ambiguous", "image(s) with several masks, left out"),
@@ -249,6 +263,8 @@ def _print_plan(args, images, shapes, spec, mask_dtype, report, per_image, range
             if report[key]:
                 shown = [p if isinstance(p, str) else p[0] for p in report[key][:5]]
                 lines.append(f"{len(report[key])} {what}: {shown}{' ...' if len(report[key]) > 5 else ''}")
+        if report["hint"]:
+            lines.append(report["hint"])
     total = int(per_image.sum())
     lines.append(f"about {_size(total)} in layout {args.layout!r} "
                  f"({_size(sum(h.nbytes for h in images._headers))} of decoded pixels)")

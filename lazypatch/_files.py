@@ -52,6 +52,9 @@ def list_images(source) -> tuple:
         if not any(ch in source for ch in "*?["):
             if os.path.isfile(source) and source.lower().endswith(IMAGE_SUFFIXES):
                 return [source], os.path.dirname(source) or "."
+            if os.path.isfile(source):
+                raise ParameterError(f"{source!r} is not a supported image file (suffixes: "
+                                     f"{', '.join(IMAGE_SUFFIXES)})")
             raise FileNotFoundError(f"no such folder, image file or glob: {source!r}")
         paths = [p for p in glob.glob(source, recursive=True)
                  if os.path.isfile(p) and p.lower().endswith(IMAGE_SUFFIXES)]
@@ -195,6 +198,9 @@ def _header(path: str, spatial_ndim: int):
         return tuple(array.shape), array.dtype, None
     if lower.endswith((".tif", ".tiff")):
         return _tiff_header(path, spatial_ndim)
+    if spatial_ndim == 3:
+        raise ImageReadError(f"{path!r}: PNG and JPEG images are 2-D; spatial_ndim=3 takes TIFF "
+                             f"stacks and .npy volumes")
     from PIL import Image
 
     with Image.open(path) as image:
@@ -250,6 +256,7 @@ def _tiff_header(path: str, spatial_ndim: int):
             if page.imagedepth > 1:
                 raise ImageReadError(f"{path!r}: a volumetric TIFF page; use spatial_ndim=3")
             rows = _TiffRows(path, 0, height, width, samples, planar, page.dtype)
+            rows.ignored_pages = len(tif.series[0].pages) - 1 if tif.series else 0  # a stack's z > 0
             return shape, np.dtype(page.dtype), rows
         series = tif.series[0]
         axes, shape = _stack_axes(series.axes, series.shape, path)
@@ -379,14 +386,37 @@ def pair_masks(image_paths, mask_folder, mask_suffix: str = "", allow_unmatched:
             ambiguous.append((path, found))
     report = {"missing": missing, "ambiguous": ambiguous,
               "unclaimed": [p for p in mask_paths if p not in claimed]}
+    report["hint"] = _suffix_hint(missing, report["unclaimed"])
     if (missing or ambiguous) and not allow_unmatched:
         lines = [f"no mask for {p!r}" for p in missing[:10]]
         lines += [f"several masks for {p!r}: {found}" for p, found in ambiguous[:10]]
         more = len(missing) + len(ambiguous) - len(lines)
+        if more > 0:
+            lines.append(f"... and {more} more")
+        if report["unclaimed"]:
+            lines.append(f"{len(report['unclaimed'])} mask(s) match no image, e.g. {report['unclaimed'][0]!r}")
+        if report["hint"]:
+            lines.append(report["hint"])
         raise ParameterError(
             f"{len(missing)} image(s) without a mask and {len(ambiguous)} with several in "
             f"{os.fspath(mask_folder)!r} (masks are paired by file stem"
             f"{' + ' + repr(mask_suffix) if mask_suffix else ''}; --allow-unmatched leaves "
-            "them out):\n  " + "\n  ".join(lines) + (f"\n  ... and {more} more" if more > 0 else "")
+            "them out):\n  " + "\n  ".join(lines)
         )
     return kept, masks, report
+
+
+def _suffix_hint(missing, unclaimed) -> str:
+    """'did you mean --mask-suffix ...' when unclaimed masks are named <image stem><suffix>."""
+    stems = {stem(p) for p in missing}
+    suffixes: dict[str, int] = {}
+    for path in unclaimed:
+        name = stem(path)
+        for cut in range(1, len(name)):
+            if name[:cut] in stems:
+                suffixes[name[cut:]] = suffixes.get(name[cut:], 0) + 1
+    if not suffixes:
+        return ""
+    best = max(sorted(suffixes), key=suffixes.get)
+    return (f"{suffixes[best]} mask(s) are named <image stem>{best}: did you mean "
+            f"--mask-suffix {best!r}?")

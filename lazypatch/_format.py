@@ -203,13 +203,13 @@ def file_identity(stat: os.stat_result) -> tuple:
     return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
-def check_path(path) -> str:
-    """A readable regular file, else FileNotFoundError / IsADirectoryError."""
+def check_path(path, what: str = "store") -> str:
+    """A readable regular file, else FileNotFoundError / IsADirectoryError naming ``what``."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "no such store file", path)
+        raise FileNotFoundError(errno.ENOENT, f"no such {what} file", path)
     if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, "a store is an HDF5 file, got a directory", path)
+        raise IsADirectoryError(errno.EISDIR, f"a {what} is an HDF5 file, got a directory", path)
     return path
 
 

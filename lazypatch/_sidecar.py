@@ -63,7 +63,7 @@ def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
 
 def open_checked(path: str, kind: str, store):
     """The open h5py sidecar, after checking it belongs to this store's content."""
-    fmt.check_path(path)
+    fmt.check_path(path, f"{kind.replace('_', ' ')} sidecar")
     f = fmt.open_h5(path)
     found = fmt.text_attribute(f.attrs.get("lazypatch_sidecar"))
     if found != kind:

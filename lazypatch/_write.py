@@ -93,6 +93,8 @@ def check_options(spatial_ndim, layout, tile, compression, compression_opts, che
 
 
 def check_target(path, overwrite) -> str:
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise ParameterTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}: {path!r}")
     path = os.fspath(path)
     if not isinstance(path, str):
         path = os.fsdecode(path)
@@ -124,6 +126,9 @@ def store_dtype(dtype) -> np.dtype:
 
 
 def _as_arraylike(value, what: str, position: int):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
     if hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__getitem__"):
         return value
     if isinstance(value, (str, bytes, Mapping)) or value is None:
@@ -703,6 +708,12 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
     if images is None or isinstance(images, (str, bytes, Mapping)):
         raise ParameterTypeError(
             f"images must be an iterable of arrays, got {type(images).__name__}"
+        )
+    if isinstance(images, np.ndarray) and images.ndim == spatial_ndim + 1 and images.shape[-1] <= 4:
+        raise ParameterError(
+            f"images is one array of shape {images.shape}, which would be read as {images.shape[0]} "
+            f"images of shape {images.shape[1:]}; pass [image] for one image, or list(stack) for "
+            f"a stack of images"
         )
     shapes = planned_shapes(images, spatial_ndim)
     if shapes is not None:

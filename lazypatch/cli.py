@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `lazypatch info ... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (LazypatchError, OSError, ValueError, TypeError, ImportError) as exc:
         print(f"lazypatch {args.command}: error: {exc}", file=sys.stderr)
         return 1

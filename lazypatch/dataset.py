@@ -127,7 +127,8 @@ class PatchDataset(Dataset):
             raise ParameterTypeError(f"transform must be callable, got {type(transform).__name__}")
         self.store = store
         self.pad_value = check_pad(pad_value, store.dtype)
-        self.mask_pad_value = check_pad(mask_pad_value, store.mask_dtype) if store.has_masks else mask_pad_value
+        self.mask_pad_value = (check_pad(mask_pad_value, store.mask_dtype, "mask_pad_value")
+                               if store.has_masks else mask_pad_value)
         self.transform = transform
         self._params = (patch_size, stride, edge)
         self.filter = os.fspath(filter) if filter is not None else None
@@ -325,7 +326,11 @@ def _normalizer(store, dtype, normalize, stats):
     from .normalize import NORMALIZATIONS, ChannelStats, Normalizer
 
     if normalize in NORMALIZATIONS and stats is None:
-        stats = ChannelStats.open(store)
+        try:
+            stats = ChannelStats.open(store)
+        except FileNotFoundError as exc:
+            raise ParameterError(f"normalize={normalize!r} needs the store's channel statistics, or "
+                                 f"stats=: {exc}") from exc
     if stats is not None and not isinstance(stats, ChannelStats):
         raise ParameterTypeError(f"stats must be a ChannelStats, got {type(stats).__name__}")
     if stats is not None and stats.channels != store.channels:

@@ -49,9 +49,15 @@ class BlockCounter:
             view = [1] * nd
             view[a] = -1
             linear = linear * self.grid[a] + coords[a].reshape(view)
-        pairs = np.stack([linear.ravel(), band.astype(np.int64).ravel()], axis=1)
-        keys, counts = np.unique(pairs, axis=0, return_counts=True)
-        self.parts.append((keys[:, 0], keys[:, 1], counts))
+        base = int(linear.flat[0])  # the band's first block: the smallest
+        values, codes = _dense_codes(band.reshape(-1))
+        # one bincount over (block, label) keys: O(pixels), no sort
+        linear -= base
+        linear *= len(values)
+        linear += codes.reshape(band.shape)
+        counts = np.bincount(linear.reshape(-1))
+        present = np.flatnonzero(counts)
+        self.parts.append((present // len(values) + base, values[present % len(values)], counts[present]))
 
     def rows(self):
         """(blocks, labels, counts), merged across bands, sorted by block then label."""
@@ -61,9 +67,25 @@ class BlockCounter:
         blocks = np.concatenate([p[0] for p in self.parts])
         labels = np.concatenate([p[1] for p in self.parts])
         counts = np.concatenate([p[2] for p in self.parts])
-        keys, inverse = np.unique(np.stack([blocks, labels], axis=1), axis=0, return_inverse=True)
+        values, codes = np.unique(labels, return_inverse=True)
+        keys, inverse = np.unique(blocks * len(values) + codes.reshape(-1), return_inverse=True)
         merged = np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
-        return keys[:, 0], keys[:, 1], merged
+        return keys // len(values), values[keys % len(values)], merged
+
+
+def _dense_codes(flat: np.ndarray):
+    """(values, codes): the distinct values (sorted, int64) and each element's rank among them."""
+    if flat.dtype == np.bool_:
+        flat = flat.view(np.uint8)
+    if flat.dtype.kind in "iu" and flat.dtype.itemsize <= 2:  # a histogram instead of a sort
+        shift = -int(np.iinfo(flat.dtype).min)
+        shifted = flat.astype(np.int32) + shift if shift else flat
+        present = np.flatnonzero(np.bincount(shifted))
+        lookup = np.zeros(int(present[-1]) + 1, np.int64)
+        lookup[present] = np.arange(len(present))
+        return present.astype(np.int64) - shift, lookup[shifted]
+    values, codes = np.unique(flat, return_inverse=True)
+    return values.astype(np.int64), codes.reshape(-1)
 
 
 class LabelStats:

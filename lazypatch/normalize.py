@@ -279,6 +279,14 @@ class Normalizer:
             raise ParameterTypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
         if normalize is not None and not dtype.is_floating_point:
             raise ParameterError(f"normalize={normalize!r} needs a floating dtype, got dtype={dtype}")
+        if dtype is not None and not dtype.is_floating_point and not dtype.is_complex:
+            target = torch.empty(0, dtype=dtype).numpy().dtype
+            if not np.can_cast(store_dtype, target, "safe"):
+                raise ParameterError(
+                    f"dtype={dtype} cannot hold every {np.dtype(store_dtype)} value of the store "
+                    f"(the cast would wrap around); use a floating dtype such as torch.float32, or "
+                    f"an integer dtype at least as wide"
+                )
         self.dtype = dtype
         self.shift = self.scale = None
         self.clip = normalize == "percentile"

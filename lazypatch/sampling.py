@@ -242,6 +242,11 @@ class PatchSampler(Sampler):
 
     def load_state_dict(self, state: dict) -> None:
         """Continue where ``state`` stopped (the number of ranks may differ)."""
+        if not isinstance(state, dict) or not is_int(state.get("epoch")):
+            raise ParameterTypeError(
+                f"state must be a dict from PatchSampler.state_dict() with an integer 'epoch', got "
+                f"{state!r:.200}"
+            )
         for key in ("seed", "num_samples", "shuffle", "replacement", "balance"):
             if key in state and state[key] != getattr(self, key):
                 raise ParameterError(

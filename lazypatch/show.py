@@ -35,7 +35,7 @@ _READ_COLUMNS = 4096  # the widest read of a decimated view (NOTE [bounded reads
 _MAX_RECTANGLES = 256  # more grid positions than this are drawn as lines
 _LOCATE_LIMIT = 4096  # an image with more patches is drawn as lines without locating them
 _MAX_LINES = 128  # lines per axis; a denser grid draws every k-th line
-_MASK_COLORS = 20  # labels 1, 2, ... cycle through tab20
+_MASK_COLORS = 10  # labels 1, 2, ... cycle through tab10 (distinct hues; tab20 pairs look alike)
 
 
 # -- the command line ------------------------------------------------------------------
@@ -122,8 +122,8 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
     Pixels are scaled for display by :func:`to_display`: the image panel by its
     own 1st and 99th percentiles, the sample panels by percentiles shared by
     all samples, so they compare. Masks are overlaid at alpha 0.4 with label 0
-    left transparent and labels 1, 2, ... cycling through the 20 colours of
-    ``tab20``.
+    left transparent and labels 1, 2, ... cycling through the 10 colours of
+    ``tab10``.
 
     A large image is shown decimated to at most 1,024 pixels per axis (every
     k-th pixel, read row by row; NOTE [bounded reads]): the whole image is
@@ -476,7 +476,7 @@ def _overlay(axes, mask: np.ndarray, extent) -> None:
 
     labels = np.ma.masked_equal(mask.astype(np.int64), 0)
     labels = (labels - 1) % _MASK_COLORS
-    axes.imshow(labels, cmap=matplotlib.colormaps["tab20"], vmin=-0.5, vmax=_MASK_COLORS - 0.5,
+    axes.imshow(labels, cmap=matplotlib.colormaps["tab10"], vmin=-0.5, vmax=_MASK_COLORS - 0.5,
                 alpha=0.4, extent=extent, interpolation="nearest", gid="lazypatch-mask")
 
 

@@ -56,14 +56,13 @@ class TorchvisionTransform(SeededTransform):
     leading dimensions: flips, crops and rotations act in-plane, on (Y, X) of
     image and mask alike.
 
-    Examples
-    --------
-    >>> from torchvision.transforms import v2                # doctest: +SKIP
-    >>> flip = TorchvisionTransform(v2.RandomHorizontalFlip(p=1.0))  # doctest: +SKIP
-    >>> out = flip({"image": torch.arange(4).view(1, 1, 4), "mask": torch.tensor([[0, 0, 1, 2]]),
-    ...             "index": 0})                            # doctest: +SKIP
-    >>> out["image"].tolist(), out["mask"].tolist()          # doctest: +SKIP
-    ([[[3, 2, 1, 0]]], [[2, 1, 0, 0]])
+    Example (``tests/test_transforms.py`` runs the same)::
+
+        from torchvision.transforms import v2
+        flip = TorchvisionTransform(v2.RandomHorizontalFlip(p=1.0))
+        out = flip({"image": torch.arange(4).view(1, 1, 4), "mask": torch.tensor([[0, 0, 1, 2]]),
+                    "index": 0})
+        out["image"].tolist(), out["mask"].tolist()   # ([[[3, 2, 1, 0]]], [[2, 1, 0, 0]])
     """
 
     def __init__(self, transform, seed: int | None = None):
@@ -76,6 +75,11 @@ class TorchvisionTransform(SeededTransform):
         self.seed = seed
 
     def __call__(self, sample: dict) -> dict:
+        if not isinstance(sample, dict) or "image" not in sample or "index" not in sample:
+            raise ParameterTypeError(
+                f"sample must be a PatchDataset sample (a dict with 'image' and 'index'), got "
+                f"{type(sample).__name__}"
+            )
         tv_tensors = _tv_tensors()
         wrapped = dict(sample)  # a plain dict: torchvision walks dicts, not their subclasses
         wrapped["image"] = tv_tensors.Image(sample["image"])

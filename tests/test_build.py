@@ -23,6 +23,7 @@ from PIL import Image
 
 from lazypatch import ImageStore, PatchDataset
 from lazypatch.cli import main
+from lazypatch.errors import ParameterError
 from lazypatch.normalize import ChannelStats
 
 DATASETS = ("pixels", "masks", "shapes", "tile_offsets", "crc32", "mask_crc32", "names", "name_offsets",
@@ -145,7 +146,7 @@ def test_tiled_and_planar_tiff_read_tile_by_tile(tmp_path, monkeypatch):
     assert np.array_equal(store.read(2), big[:500, :400])
 
 
-def test_tiff_stack_as_3d(tmp_path):
+def test_tiff_stack_as_3d(tmp_path, capsys):
     folder = tmp_path / "stacks"
     folder.mkdir()
     volume = (np.arange(9 * 40 * 50) % 4093).astype(np.uint16).reshape(9, 40, 50)
@@ -155,6 +156,10 @@ def test_tiff_stack_as_3d(tmp_path):
                  "--no-progress"]) == 0
     store = ImageStore(out)
     assert store.spatial_ndim == 3 and np.array_equal(store.read(0), volume)
+    capsys.readouterr()
+    assert main(["build", str(folder), str(tmp_path / "first.h5"), "--no-progress"]) == 0
+    assert "1 multi-page TIFF(s), e.g. " in capsys.readouterr().out  # 2-D: the first page, said so
+    assert np.array_equal(ImageStore(tmp_path / "first.h5").read(0), volume[0])
 
 
 def test_channel_statistics_and_normalization(folder, capsys):
@@ -186,8 +191,11 @@ def test_channel_statistics_and_normalization(folder, capsys):
     # statistics computed afterwards, into a sidecar, agree with the build's
     plain = str(folder / "plain.h5")
     assert main(["build", src, plain, "--no-progress"]) == 0
-    with pytest.raises(FileNotFoundError, match="lazypatch index .* --stats"):
+    with pytest.raises(ParameterError, match="normalize='zscore' needs.*lazypatch index .* --stats"):
         PatchDataset(plain, 32, normalize="zscore")
+    with pytest.raises(ParameterError, match="dtype=torch.int8 cannot hold every uint8 value"):
+        PatchDataset(plain, 32, dtype=torch.int8)  # 128..255 would wrap around
+    assert torch.equal(PatchDataset(plain, 32, dtype=torch.int16)[7]["image"], raw.short())
     assert main(["index", plain, "--stats"]) == 0
     assert np.allclose(ChannelStats.open(plain).mean, stats.mean)
     with pytest.raises(ValueError, match=r"normalize must be None, one of \('zscore', 'percentile'\)"):

@@ -27,6 +27,12 @@ def files(tmp_path_factory):
     with h5py.File(folder / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
     (folder / "a dir").mkdir()
+    from PIL import Image
+
+    (folder / "pngs").mkdir()
+    (folder / "pngmasks").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "pngs" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "pngmasks" / "a_mask.png")
     return folder, store
 
 
@@ -102,6 +108,10 @@ def write_rows(folder):
         (lambda: write_store(target, [np.full((4, 4), np.nan, np.float32)], check_finite=True), ValueError,
          r"image 0 holds NaN or infinite values"),
         (lambda: write_store(target, "images"), TypeError, r"images must be an iterable of arrays, got str"),
+        (lambda: write_store(target, image), ValueError,
+         r"images is one array of shape \(10, 10, 3\), which would be read as 10 images of shape \(10, 3\); "
+         r"pass \[image\] for one image"),
+        (lambda: write_store(123, [image]), TypeError, r"path must be a str or os.PathLike, got int: 123"),
         (lambda: write_store(target, [image], overwrite="yes"), TypeError, r"overwrite must be True or False"),
         (lambda: write_store(folder / "good.h5", [image]), FileExistsError, r"pass overwrite=True"),
         (lambda: write_store(folder / "a dir", [image]), IsADirectoryError, r"a directory"),
@@ -152,11 +162,11 @@ def test_index_bad_input(row):
     assert isinstance(caught.value, LazypatchError)
 
 
-@pytest.mark.parametrize("row", range(28))
+@pytest.mark.parametrize("row", range(30))
 def test_write_store_bad_input_leaves_nothing(files, row):
     folder, _ = files
     rows = write_rows(folder)
-    assert len(rows) == 28
+    assert len(rows) == 30
     before = sorted(os.listdir(folder))
     call, kind, pattern = rows[row]
     with pytest.raises(kind, match=pattern):
@@ -190,16 +200,28 @@ def cli_rows(folder, store):
         (["index", good], 1, r"choose one of --labels, --stats or --foreground"),
         (["index", good, "--labels"], 1, r"label statistics need masks; .*good\.h5. has none"),
         (["index", good, "--foreground", "--from", "intensity"], 1, r"--foreground needs --patch"),
+        (["build", str(folder / "pngs"), str(folder / "x.h5"), "--mask-suffix", "_m"], 1,
+         r"--mask-suffix '_m' needs --masks FOLDER"),
+        (["build", str(folder / "pngs"), str(folder / "x.h5"), "--label-stats"], 1,
+         r"--label-stats counts mask labels: it needs --masks FOLDER"),
+        (["build", str(folder / "pngs"), str(folder / "x.h5"), "--shard-size", "0"], 1,
+         r"--shard-size must be positive, got '0'"),
+        (["build", str(folder / "text.h5"), str(folder / "x.h5")], 1,
+         r"text\.h5' is not a supported image file \(suffixes: \.png"),
+        (["build", str(folder / "pngs"), str(folder / "x.h5"), "--spatial-ndim", "3"], 1,
+         r"a\.png': PNG and JPEG images are 2-D; spatial_ndim=3 takes TIFF stacks and \.npy volumes"),
+        (["build", str(folder / "pngs"), str(folder / "x.h5"), "--masks", str(folder / "pngmasks")], 1,
+         r"no mask for .*a\.png(.|\n)*1 mask\(s\) match no image(.|\n)*did you mean --mask-suffix '_mask'\?"),
     ]
 
 
-@pytest.mark.parametrize("row", range(12))
+@pytest.mark.parametrize("row", range(18))
 def test_cli_bad_input(files, row, capsys):
     from lazypatch.cli import main
 
     folder, store = files
     rows = cli_rows(folder, store)
-    assert len(rows) == 12
+    assert len(rows) == 18
     argv, code, pattern = rows[row]
     try:
         result = main(argv)

@@ -51,6 +51,26 @@ def test_statistics_equal_numpy(tmp_path, rng, ndim):
     assert as_rows(sidecar, 0) == brute_counts(masks[0], block)
 
 
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64])
+def test_block_counter_any_label_dtype_and_bands(rng, dtype):
+    from lazypatch.labels import BlockCounter
+
+    for shape, block in [((37, 29), (8, 5)), ((6, 11, 9), (4, 4, 3))]:
+        if dtype == np.bool_:
+            mask = rng.random(shape) < 0.3
+        else:
+            info = np.iinfo(dtype)
+            extremes = np.array([info.min, info.max, 0, -1 if info.min < 0 else 1], dtype)
+            mask = rng.choice(extremes, size=shape)
+        counter = BlockCounter(shape, block)
+        cuts = sorted({0, shape[0], *rng.integers(1, shape[0], 3).tolist()})
+        for r0, r1 in zip(cuts[:-1], cuts[1:]):  # bands of any height, not aligned with blocks
+            counter.add(r0, mask[r0:r1])
+        blocks, labels, counts = counter.rows()
+        assert sorted(zip(blocks.tolist(), labels.tolist(), counts.tolist())) == brute_counts(mask, block)
+        assert list(zip(blocks.tolist(), labels.tolist())) == sorted(zip(blocks.tolist(), labels.tolist()))
+
+
 def counting(store):
     """Count every read of pixel or mask data a store makes."""
     calls = {"n": 0}

@@ -87,6 +87,8 @@ def test_resume_mid_epoch_on_another_number_of_ranks():
     assert PatchSampler(range(n), seed=5).state_dict(consumed=7)["position"] == 7
     with pytest.raises(ValueError, match="seed=6"):
         PatchSampler(range(n), seed=6).load_state_dict(state)
+    with pytest.raises(TypeError, match="state must be a dict from PatchSampler.state_dict.. with an integer 'epoch', got"):
+        PatchSampler(range(n), seed=5).load_state_dict({"x": 1})
 
 
 def test_num_samples_with_and_without_replacement():

@@ -263,3 +263,54 @@ def test_boxes_many_tiles_wide_read_by_segments(make_store, io):
     batch = store.read_regions(ids, origins, (33, 32))
     for j, (i, o) in enumerate(zip(ids, origins)):
         assert np.array_equal(batch[j], patch_oracle(images[i], o, (33, 32)))
+
+
+class _VirtualImage:
+    """A large array-like computed on demand, recording the largest slice asked for."""
+
+    def __init__(self, shape):
+        self.shape, self.dtype, self.ndim = shape, np.dtype(np.uint8), len(shape)
+        self.largest = 0
+
+    @staticmethod
+    def values(rows, columns, channels):
+        return ((rows[:, None, None] * 7 + columns[None, :, None] * 3 + channels) % 251).astype(np.uint8)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        ranges = [np.arange(self.shape[a])[key[a]] if a < len(key) else np.arange(self.shape[a])
+                  for a in range(self.ndim)]
+        self.largest = max(self.largest, int(np.prod([len(r) for r in ranges])))
+        return self.values(*ranges)
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole image was asked for")
+
+
+@pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
+def test_a_large_array_like_is_copied_in_bounded_pieces(tmp_path, layout):
+    from lazypatch._bench import proc_status
+
+    image = _VirtualImage((6000, 7000, 3))  # 126 MB, never materialized
+    before = proc_status().get("RssAnon", 0.0)
+    store = write_store(tmp_path / "big.h5", [image], layout=layout, progress=False)
+    grown = proc_status().get("RssAnon", 0.0) - before
+    assert image.largest * image.dtype.itemsize <= 16 << 20  # bands of at most 16 MiB
+    if before:
+        assert grown < 60, f"RssAnon grew {grown:.0f} MiB while writing a 126 MB image"
+    for origin in [(0, 0), (5937, 6950), (3001, 64 * 50 - 5)]:
+        rows, columns = np.arange(origin[0], origin[0] + 50), np.arange(origin[1], origin[1] + 50)
+        rows, columns = rows[rows < 6000], columns[columns < 7000]
+        expected = _VirtualImage.values(rows, columns, np.arange(3))
+        got = store.read_region(0, origin, (len(rows), len(columns)))
+        assert np.array_equal(got, expected)
+
+
+def test_torch_tensors_are_images_too(tmp_path):
+    import torch
+
+    images = [torch.arange(6 * 7 * 2, dtype=torch.int16).reshape(6, 7, 2), torch.zeros(3, 4, 2, dtype=torch.int16)]
+    store = write_store(tmp_path / "t.h5", images, masks=[torch.ones(6, 7, dtype=torch.uint8), torch.zeros(3, 4, dtype=torch.uint8)],
+                        progress=False)
+    assert store.dtype == np.int16 and np.array_equal(store.read(0), images[0].numpy())
+    assert np.array_equal(store.read_mask(0), np.ones((6, 7), np.uint8))

@@ -188,3 +188,15 @@ def test_missing_torchvision_is_an_import_error_with_a_hint(monkeypatch):
     transform = TorchvisionTransform(lambda sample: sample)
     with pytest.raises(ImportError, match="pip install torch==2.14.1 torchvision==0.29.1"):
         transform({"image": torch.zeros(1, 2, 2), "index": 0})
+
+
+@pytest.mark.requires_torchvision
+def test_the_docstring_example(v2):
+    flip = TorchvisionTransform(v2.RandomHorizontalFlip(p=1.0))
+    out = flip({"image": torch.arange(4).view(1, 1, 4), "mask": torch.tensor([[0, 0, 1, 2]]), "index": 0})
+    assert (out["image"].tolist(), out["mask"].tolist()) == ([[[3, 2, 1, 0]]], [[2, 1, 0, 0]])
+
+
+def test_a_sample_that_is_not_a_dict_is_a_parameter_error():
+    with pytest.raises(ParameterTypeError, match="sample must be a PatchDataset sample .*got Tensor"):
+        TorchvisionTransform(lambda sample: sample)(torch.zeros(3))
