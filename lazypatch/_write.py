@@ -455,7 +455,7 @@ class Builder:
         if mask is not None:
             counter = None
             if self.label_block is not None:
-                from .labels import BlockCounter
+                from ._label_counts import BlockCounter
 
                 counter = BlockCounter(spatial, self.label_block)
             self.mask_crcs.append(self._write(self.masks, mask, spatial, start, False, position, counter))
@@ -534,7 +534,7 @@ class Builder:
             h5.create_dataset(fmt.D_MASK_CRC, data=np.asarray(self.mask_crcs, dtype=np.uint32),
                               track_times=False)
         if self.label_block is not None and self.masks is not None:
-            from .labels import STATS_GROUP
+            from ._label_counts import STATS_GROUP
 
             group = h5.create_group(STATS_GROUP)
             group.attrs["block"] = np.asarray(self.label_block, dtype=np.int64)
