@@ -1,0 +1,152 @@
+"""Batches of boxes inside their images: every copy plan of the tiled readers
+against numpy slicing of random images.
+
+Plans (lazypatch/_readers.py): whole tiles (boxes equal to tiles, on the tile
+grid); segments (row pieces of gcd(tile, size, x offsets) pixels, none
+crossing a tile border), with the address patterns kept across batches in the
+map; windows + pieces (rows copied whole from their first tile, then the parts
+in later tiles copied over). Each runs through io="mmap" and io="pread" on the
+tiled layout, and through h5py on the chunked one.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lazypatch._readers as readers
+from lazypatch import ImageStore, write_store
+from lazypatch.testing import patch_oracle
+
+DTYPES = ["uint8", "uint16", "float32"]
+
+
+def random_images(rng, shapes, dtype, channels):
+    images = []
+    for shape in shapes:
+        full = tuple(shape) + ((channels,) if channels else ())
+        if np.dtype(dtype).kind == "f":
+            images.append(rng.standard_normal(full).astype(dtype))
+        else:
+            images.append(rng.integers(0, np.iinfo(dtype).max, full, endpoint=True).astype(dtype))
+    return images
+
+
+def check_batch(store, images, ids, origins, size):
+    batch = store.read_regions(ids, origins, size)
+    for j, (i, o) in enumerate(zip(ids, origins)):
+        expected = patch_oracle(images[i], o, size)
+        assert np.array_equal(batch[j].reshape(expected.shape), expected), (i, o, size)
+
+
+def grid_origins(rng, images, size, step, count):
+    """``count`` random (image, origin) on a grid of ``step`` with boxes inside."""
+    ids, origins = [], []
+    while len(ids) < count:
+        i = int(rng.integers(len(images)))
+        room = [images[i].shape[a] - size[a] for a in range(len(size))]
+        if min(room) < 0:
+            continue
+        ids.append(i)
+        origins.append(tuple(int(rng.integers(r // s + 1)) * s for r, s in zip(room, step)))
+    return ids, origins
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Random RGB uint8 images on 16 x 32 tiles, tiled and chunked."""
+    rng = np.random.default_rng(7)
+    folder = tmp_path_factory.mktemp("plans")
+    images = random_images(rng, [(70, 90), (64, 64), (50, 131), (33, 40)], "uint8", 3)
+    paths = {}
+    for layout in ("tiled", "chunked"):
+        paths[layout] = write_store(folder / f"{layout}.h5", images, layout=layout, tile=(16, 32),
+                                    progress=False).path
+    return images, paths
+
+
+READS = [("tiled", "mmap"), ("tiled", "pread"), ("chunked", "auto")]
+
+
+@pytest.mark.parametrize("layout,io", READS)
+@pytest.mark.parametrize("size,step", [
+    ((16, 32), (16, 32)),   # whole tiles
+    ((32, 48), (16, 16)),   # segments of 16 pixels (x offsets 0, 16): up to 3 tiles a row
+    ((20, 32), (1, 16)),    # segments, but nearly one pattern per box: no patterns kept
+    ((24, 24), (12, 8)),    # 8-pixel segments are 8 bytes, below SEGMENT_BYTES: windows + pieces
+    ((16, 16), (12, 12)),   # windows + pieces
+    ((20, 17), (3, 5)),     # windows + pieces
+    ((33, 50), (1, 1)),     # windows + up to 3 pieces
+])
+def test_grid_batches_equal_numpy(stores, layout, io, size, step):
+    images, paths = stores
+    store = ImageStore(paths[layout], io=io)
+    rng = np.random.default_rng(size + step)
+    for _ in range(4):  # later batches reuse (and extend) the kept patterns
+        ids, origins = grid_origins(rng, images, size, step, 40)
+        check_batch(store, images, ids, origins, size)
+    store.close()
+
+
+def test_segments_keep_patterns_across_batches(stores, monkeypatch):
+    images, paths = stores
+    store = ImageStore(paths["tiled"], io="mmap")
+    reader = store._pixels
+    rng = np.random.default_rng(3)
+    size = (32, 32)  # x offsets 0 and 16 on 32-pixel tiles: 16-pixel (16-byte) segments
+    for _ in range(3):
+        ids, origins = grid_origins(rng, images, size, (16, 16), 32)
+        check_batch(store, images, ids, origins, size)
+    kept = reader._patterns[(size, 16)]
+    assert kept is not None and 2 <= len(kept[0]) <= 2 * 3  # x offset 0 or 16, 3 grid widths
+    # too many patterns to keep: the plan falls back to computing every address
+    monkeypatch.setattr(readers, "PATTERN_TABLE_BYTES", 1)
+    reader._patterns.clear()
+    for _ in range(2):
+        ids, origins = grid_origins(rng, images, size, (16, 16), 32)
+        check_batch(store, images, ids, origins, size)
+    assert reader._patterns[(size, 16)] is None
+    store.close()
+
+
+def test_segment_threshold_chooses_between_plans(stores, monkeypatch):
+    """The same batch read by segments and by windows + pieces gives the same bytes."""
+    images, paths = stores
+    rng = np.random.default_rng(11)
+    ids, origins = grid_origins(rng, images, (32, 40), (8, 8), 64)
+    results = []
+    for threshold in (1, 10**6):
+        monkeypatch.setattr(readers, "SEGMENT_BYTES", threshold)
+        for layout, io in READS:
+            store = ImageStore(paths[layout], io=io)
+            results.append(store.read_regions(ids, origins, (32, 40)))
+            store.close()
+    for result in results[1:]:
+        assert np.array_equal(result, results[0])
+    check_batch(ImageStore(paths["tiled"]), images, ids, origins, (32, 40))
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_interior_batches_equal_numpy(tmp_path_factory, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    ndim = data.draw(st.sampled_from([2, 2, 3]))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    channels = data.draw(st.sampled_from([0, 1, 3]))
+    tile = tuple(data.draw(st.sampled_from([4, 8, 16])) for _ in range(ndim))
+    shapes = [tuple(data.draw(st.integers(tile[a], 3 * tile[a] + 5)) for a in range(ndim))
+              for _ in range(data.draw(st.integers(1, 4)))]
+    images = random_images(rng, shapes, dtype, channels)
+    layout = data.draw(st.sampled_from(["tiled", "tiled", "chunked"]))
+    io = data.draw(st.sampled_from(["mmap", "pread"]))
+    path = tmp_path_factory.mktemp("interior") / "s.h5"
+    written = write_store(path, images, tile=tile, layout=layout, spatial_ndim=ndim, progress=False)
+    store = ImageStore(written.path, io=io)
+    smallest = np.min(shapes, axis=0)
+    size = tuple(data.draw(st.integers(1, int(smallest[a]))) for a in range(ndim))
+    step = tuple(data.draw(st.sampled_from([1, 2, tile[a] // 2, tile[a], 3 * tile[a] // 4]))
+                 for a in range(ndim))
+    for _ in range(data.draw(st.integers(1, 3))):
+        ids, origins = grid_origins(rng, images, size, step, data.draw(st.integers(1, 24)))
+        check_batch(store, images, ids, origins, size)
+    store.close()
