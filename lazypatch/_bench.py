@@ -585,6 +585,11 @@ def evict(path: str) -> None:
         os.close(fd)
 
 
+def tree_files(path: str) -> list:
+    """Every file under a folder (a zarr copy: one file per chunk)."""
+    return [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names]
+
+
 def cached_fraction(path: str, probes: int = 64) -> float:
     """Fraction of random pages of a file in the page cache (RWF_NOWAIT reads)."""
     fd = os.open(path, os.O_RDONLY)
@@ -622,6 +627,23 @@ def cold_worker(spec: str) -> None:
 
     gc.collect()
     gc.freeze()
+    if method.startswith("tensorstore"):
+        from . import _bench_peers as peers
+
+        with ImageStore(path) as store:  # the index only; the store is not read
+            locate = PatchDataset(store, config["patch"], config["stride"]).index.locate
+        run = peers.tensorstore_reader(config["zarr"], locate, config["patch"], batch)
+        run(flat[-batch:][::-1])  # warm the code paths, then drop what that read
+        chunks = tree_files(config["zarr"])
+        for chunk in chunks:
+            evict(chunk)
+        picks = np.random.default_rng(0).choice(len(chunks), min(64, len(chunks)), replace=False)
+        still_cached = float(np.mean([cached_fraction(chunks[k], probes=1) for k in picks]))
+        started = time.perf_counter()
+        run(flat)
+        seconds = time.perf_counter() - started
+        print(json.dumps({"patches_per_s": len(flat) / seconds, "cached_after_evict": still_cached}))
+        return
     evict(path)
     still_cached = cached_fraction(path)
     if method.startswith("lazypatch"):
@@ -670,6 +692,11 @@ def run_cold(bench: Bench) -> dict:
                    ("lazypatch read_batch, cold, io=auto", {"threads": 8}),
                    ("lazypatch read_batch + prefetch(next), cold, io=auto", {"threads": 8})]
     methods += [(f"raw pread (cold), {t} thread{'s' if t > 1 else ''}", {"threads": t}) for t in (1, 4, 8, 16)]
+    from . import _bench_peers as peers
+
+    if peers.tensorstore_applies(bench) and bench.case.store.spatial_ndim == 2:
+        zarr = peers.tensorstore_copy(bench.case.workdir, bench.case.ram, bench.patch)
+        methods.append(("tensorstore zarr3, cold, one future per patch", {"zarr": zarr}))
     results = {name: [] for name, _ in methods}
     count = len(bench.plans[0])
     for rep, plan in enumerate(bench.plans):  # repetitions interleave the methods

@@ -88,39 +88,60 @@ def monai_method(bench):
     return run
 
 
-def tensorstore_method(bench, cold: bool = False):
-    try:
-        import tensorstore as ts
-    except ImportError:
-        return None
-    ram = bench.case.ram
-    if ram is None or not isinstance(ram, np.ndarray) or ram.ndim != 4:
-        return None
-    path = os.path.join(bench.case.workdir, "zarr3")
-    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": path}}
-    chunk = (1,) + tuple(bench.patch) + (ram.shape[-1],)
+def tensorstore_copy(workdir: str, ram: np.ndarray, patch) -> str:
+    """Path of a zarr3 copy of the images (one chunk per patch-sized tile), written once."""
+    import tensorstore as ts
+
+    path = os.path.join(workdir, "zarr3")
     if not os.path.exists(path):
-        array = ts.open({**spec, "metadata": {"shape": list(ram.shape), "data_type": str(ram.dtype),
-                                              "chunk_grid": {"name": "regular",
-                                                             "configuration": {"chunk_shape": list(chunk)}}}},
-                        create=True).result()
+        chunk = (1,) + tuple(patch) + (ram.shape[-1],)
+        array = ts.open({**_zarr_spec(path), "metadata": {
+            "shape": list(ram.shape), "data_type": str(ram.dtype),
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}}}},
+            create=True).result()
         for k in range(0, len(ram), 64):
             stop = min(k + 64, len(ram))
             array[k:stop].write(ram[k:stop]).result()
-    array = ts.open(spec).result()
-    patch = bench.patch
-    out = np.empty((bench.batch,) + patch + (ram.shape[-1],), ram.dtype)
+    return path
+
+
+def _zarr_spec(path: str) -> dict:
+    return {"driver": "zarr3", "kvstore": {"driver": "file", "path": path}}
+
+
+def tensorstore_reader(path: str, locate, patch, batch: int):
+    """``run(flat)``: one future per patch, issued for a whole batch, then awaited."""
+    import tensorstore as ts
+
+    array = ts.open(_zarr_spec(path)).result()
+    out = np.empty((batch,) + tuple(patch) + (array.shape[-1],), array.dtype.numpy_dtype)
 
     def run(flat):
-        image_ids, origins = bench.dataset.index.locate(flat)
-        for part_flat, part_ids, part_origins in zip(_split(flat, bench.batch), _split(image_ids, bench.batch),
-                                                     _split(origins, bench.batch)):
+        image_ids, origins = locate(flat)
+        for part_flat, part_ids, part_origins in zip(_split(flat, batch), _split(image_ids, batch),
+                                                     _split(origins, batch)):
             futures = [array[i, y:y + patch[0], x:x + patch[1], :].read()
                        for i, (y, x) in zip(part_ids.tolist(), part_origins.tolist())]
             for k, future in enumerate(futures):
                 out[k] = future.result()
         return part_flat, out[: len(part_flat)]
     return run
+
+
+def tensorstore_applies(bench) -> bool:
+    try:
+        import tensorstore  # noqa: F401
+    except ImportError:
+        return False
+    ram = bench.case.ram
+    return isinstance(ram, np.ndarray) and ram.ndim == 4
+
+
+def tensorstore_method(bench):
+    if not tensorstore_applies(bench):
+        return None
+    path = tensorstore_copy(bench.case.workdir, bench.case.ram, bench.patch)
+    return tensorstore_reader(path, bench.dataset.index.locate, bench.patch, bench.batch)
 
 
 def worker_methods(bench, workers: int = 2):
