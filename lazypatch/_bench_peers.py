@@ -6,8 +6,9 @@ Peers run only when installed (``pip install 'lazypatch[bench]'``):
   sampler per image, patches drawn at the same random grid positions;
 * MONAI - ``GridPatchDataset`` through a DataLoader, in grid order (it only
   iterates);
-* tensorstore - a zarr3 copy (uncompressed, one chunk per 64x64 tile), one
-  future per patch issued for the whole batch.
+* tensorstore - a zarr3 copy (uncompressed, one chunk per patch-sized tile),
+  one future per patch issued for the whole batch; warm, and with ``--cold``
+  in a fresh process after evicting every chunk file.
 
 Each factory returns ``run(flat) -> (last indices, last patches)`` or ``None``
 when it does not apply, like the methods of ``_bench.Bench``.
