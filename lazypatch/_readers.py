@@ -42,6 +42,7 @@ import itertools
 import math
 import mmap
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -51,7 +52,7 @@ from .errors import IntegrityError, StoreChangedError, StoreFormatError
 
 # NOTE [segments]: below this many bytes a segment gather costs more than windows + pieces
 SEGMENT_BYTES = 16
-# the most memory the kept address patterns of one box size may take
+# the most memory the kept address patterns of one reader (pixels or masks of a shard) may take
 PATTERN_TABLE_BYTES = 16 << 20
 
 _torch = None
@@ -103,7 +104,7 @@ class Handles:
         self._bytes = None  # torch uint8 tensor over the same memory
         self._h5 = None
         self._pool = None
-        self._scratch = {}
+        self._local = threading.local()  # scratch buffers, one set per calling thread
         self._records = {}
         self.nowait = hasattr(os, "RWF_NOWAIT")
         self.warm_streak = 0  # consecutive batches found in the page cache
@@ -173,12 +174,16 @@ class Handles:
         Slots: "tiles" read from disk, the x-"pieces" of a batch, the
         "addresses" of its copies and their "partial" sums. Reuse matters: a
         fresh buffer of a few MB costs a page fault per 4 KiB, which here costs
-        as much as the copy it serves.
+        as much as the copy it serves. Each thread has its own buffers: threads
+        reading one store at once must not overwrite each other's addresses.
         """
-        buffer = self._scratch.get(slot)
+        buffers = getattr(self._local, "scratch", None)
+        if buffers is None:
+            buffers = self._local.scratch = {}
+        buffer = buffers.get(slot)
         if buffer is None or buffer.numel() < nbytes:
             buffer = torch().empty(max(nbytes, 1 << 20), dtype=torch().uint8)
-            self._scratch[slot] = buffer
+            buffers[slot] = buffer
         return buffer
 
     def int64s(self, shape, slot: str):
@@ -262,7 +267,7 @@ class Handles:
                 pass
             self._h5 = None
         self._bytes = self._array = None
-        self._scratch = {}
+        self._local = threading.local()
         self._records = {}
         if self._map is not None:
             try:
@@ -322,6 +327,8 @@ def _broadcast_sum(handles, first, *rest):
 
 def byte_rows(array: np.ndarray, rows: int):
     """A C-contiguous numpy array as a (rows, -1) uint8 tensor sharing its memory."""
+    if not array.flags.c_contiguous:  # reshape would copy, and the gather would fill the copy
+        raise ValueError("internal error: a batch is gathered into a non-contiguous array")
     return torch().from_numpy(array.reshape(-1).view(np.uint8)).view(rows, -1)
 
 
@@ -708,7 +715,7 @@ class TiledReader(ArrayReader):
         missing = known[np.minimum(rows, max(len(known) - 1, 0))] != key if len(known) else np.ones(count, bool)
         if missing.any():
             new_keys, first = np.unique(key[missing], return_index=True)
-            if table is None and len(new_keys) * 2 > count:  # random origins: nothing to share
+            if len(new_keys) * 2 > count:  # mostly new patterns (random origins): nothing to share
                 return addresses_of(image_ids, origins)
             picks = np.flatnonzero(missing)[first]
             fresh = addresses_of(image_ids[picks], origins[picks])
@@ -718,7 +725,9 @@ class TiledReader(ArrayReader):
             order = np.argsort(known, kind="stable")
             known = known[order]
             table = (fresh if table is None else t.cat([table, fresh]))[t.from_numpy(order)]
-            if table.numel() * 8 > PATTERN_TABLE_BYTES:  # too many patterns to keep
+            kept = sum(entry[1].numel() * 8 for k, entry in self._patterns.items()
+                       if entry and k != (size, segment))
+            if kept + table.numel() * 8 > PATTERN_TABLE_BYTES:  # too many patterns to keep
                 self._patterns[(size, segment)] = None
             else:
                 self._patterns[(size, segment)] = (known, table, shape)

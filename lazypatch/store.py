@@ -486,6 +486,8 @@ class ImageStore:
                 f"{name} must be a numpy array of shape {tuple(shape)} and dtype {dtype}, got "
                 f"{getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}"
             )
+        if not out.flags.writeable:
+            raise ParameterError(f"{name} must be a writable array, got a read-only one")
         return out
 
     def _scalar_mode(self, shard: int = 0) -> str:
@@ -566,7 +568,10 @@ class ImageStore:
         ids, origins, size = self._check_batch(image_ids, origins, size)
         pad = check_pad(pad_value, self.mask_dtype)
         out = self._out(out, (ids.size,) + size, self.mask_dtype)
-        self.read_batch_unchecked(ids, origins, size, None, out, 0, pad)
+        target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+        self.read_batch_unchecked(ids, origins, size, None, target, 0, pad)
+        if target is not out:
+            out[...] = target
         return out
 
     # -- fast paths for the dataset (arguments already checked) ----------------------------------

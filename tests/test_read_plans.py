@@ -9,6 +9,8 @@ in later tiles copied over). Each runs through io="mmap" and io="pread" on the
 tiled layout, and through h5py on the chunked one.
 """
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,6 +108,48 @@ def test_segments_keep_patterns_across_batches(stores, monkeypatch):
         ids, origins = grid_origins(rng, images, size, (16, 16), 32)
         check_batch(store, images, ids, origins, size)
     assert reader._patterns[(size, 16)] is None
+    store.close()
+
+
+def test_random_batches_do_not_grow_the_kept_patterns(stores):
+    images, paths = stores
+    store = ImageStore(paths["tiled"], io="mmap")
+    reader = store._pixels
+    rng = np.random.default_rng(4)
+    size = (32, 32)
+    ids, origins = grid_origins(rng, images, size, (16, 16), 32)
+    check_batch(store, images, ids, origins, size)
+    kept = len(reader._patterns[(size, 16)][0])
+    # rows anywhere, x offsets 0 or 16: nearly one pattern per box, read without keeping them
+    ids, origins = grid_origins(rng, images, size, (1, 16), 32)
+    check_batch(store, images, ids, origins, size)
+    assert len(reader._patterns[(size, 16)][0]) == kept
+    store.close()
+
+
+@pytest.mark.parametrize("layout,io", READS)
+@pytest.mark.parametrize("size,step", [((32, 48), (16, 16)), ((20, 17), (3, 5)), ((16, 32), (16, 32))])
+def test_threads_reading_one_store(stores, layout, io, size, step):
+    """Each thread has its own scratch: concurrent batches do not mix their addresses."""
+    images, paths = stores
+    store = ImageStore(paths[layout], io=io)
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(15):
+                ids, origins = grid_origins(rng, images, size, step, 48)
+                check_batch(store, images, ids, origins, size)
+        except AssertionError as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
     store.close()
 
 

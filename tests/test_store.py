@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lazypatch import ImageStore, StoreExistsError, write_store
+from lazypatch import ImageStore, ParameterError, StoreExistsError, write_store
 from lazypatch.testing import arange_image, patch_oracle
 
 LAYOUTS = [
@@ -314,3 +314,26 @@ def test_torch_tensors_are_images_too(tmp_path):
                         progress=False)
     assert store.dtype == np.int16 and np.array_equal(store.read(0), images[0].numpy())
     assert np.array_equal(store.read_mask(0), np.ones((6, 7), np.uint8))
+
+
+@pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
+@pytest.mark.parametrize("io", ["mmap", "pread"])
+def test_out_arrays_of_any_layout_are_filled(make_store, layout, io):
+    images = make_images([(40, 50)], np.uint8, 3)
+    masks = [(images[0][..., 0] % 7).astype(np.uint8)]
+    store = ImageStore(make_store(images, masks=masks, layout=layout,
+                                  tile=None if layout == "contiguous" else 16).path, io=io)
+    origins = [(3, 5), (10, 20), (-2, 44)]
+    expected = [patch_oracle(masks[0], o, (8, 8)) for o in origins]
+    strided = np.zeros((8, 8, 3), np.uint8).transpose(2, 0, 1)  # (3, 8, 8), not contiguous
+    assert store.read_mask_regions([0] * 3, origins, (8, 8), out=strided) is strided
+    assert all(np.array_equal(strided[j], expected[j]) for j in range(3))
+    pixels = np.zeros((8, 8, 3, 3), np.uint8).transpose(2, 0, 1, 3)
+    assert store.read_regions([0] * 3, origins, (8, 8), out=pixels) is pixels
+    assert all(np.array_equal(pixels[j], patch_oracle(images[0], o, (8, 8))) for j, o in enumerate(origins))
+    one = np.zeros((8, 8), np.uint8).T
+    assert np.array_equal(store.read_mask_region(0, (3, 5), (8, 8), out=one), expected[0])
+    frozen = np.zeros((3, 8, 8), np.uint8)
+    frozen.flags.writeable = False
+    with pytest.raises(ParameterError, match="out must be a writable array"):
+        store.read_mask_regions([0] * 3, origins, (8, 8), out=frozen)
