@@ -621,8 +621,11 @@ class TiledReader(ArrayReader):
             # is 4 segments a row; stride 48 on 64-pixel tiles gives 16-pixel segments)
             if mode == "mmap":
                 source = handles.bytes
-                addresses = self._by_pattern(handles, image_ids, origins, size, segment, lambda ids, corners: self._segments(
-                    handles, self._mapped_starts(ids, corners, size), corners, size, segment))
+                def addresses_of(ids, corners):
+                    starts = self._mapped_starts(ids, corners, size)
+                    return self._segments(handles, starts, corners, size, segment)
+
+                addresses = self._by_pattern(handles, image_ids, origins, size, segment, addresses_of)
             else:
                 source, starts = self._fetched_starts(handles, image_ids, origins, size, mode, record)
                 addresses = self._segments(handles, starts, origins, size, segment)
@@ -647,8 +650,9 @@ class TiledReader(ArrayReader):
         for k in range(1, int(n_pieces.max())):
             boxes = by_column[n_pieces[by_column] > k]
             addresses = _broadcast_sum(handles, (starts[boxes] + k * record)[:, None, :], channels)
-            got = handles.scratch(addresses.numel() * piece_width, "pieces")[: addresses.numel() * piece_width]
-            got = gather_windows(source, addresses, piece_width, got.view(-1, piece_width))
+            nbytes = addresses.numel() * piece_width
+            got = handles.scratch(nbytes, "pieces")[:nbytes].view(-1, piece_width)
+            got = gather_windows(source, addresses, piece_width, got)
             _merge(out_rows, got.view(len(boxes), -1, piece_width).numpy(), boxes,
                    (k * tile_x - dx[boxes]) * value, width)
 
@@ -712,7 +716,10 @@ class TiledReader(ArrayReader):
         base = (self.first[image_ids] + local) * self.record_bytes
         known, table, shape = entry or (np.zeros(0, np.int64), None, None)
         rows = np.searchsorted(known, key)
-        missing = known[np.minimum(rows, max(len(known) - 1, 0))] != key if len(known) else np.ones(count, bool)
+        if len(known):
+            missing = known[np.minimum(rows, len(known) - 1)] != key
+        else:
+            missing = np.ones(count, bool)
         if missing.any():
             new_keys, first = np.unique(key[missing], return_index=True)
             if len(new_keys) * 2 > count:  # mostly new patterns (random origins): nothing to share

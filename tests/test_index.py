@@ -9,12 +9,14 @@ force; memory O(images).
 """
 
 import pickle
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import lazypatch.index as index_module
 from lazypatch import PatchIndex, PatchIndexError
 from lazypatch.testing import axis_origins, brute_force_patches, grid_strategy, shapes_strategy
 
@@ -186,3 +188,6 @@ def test_two_level_search_equals_searchsorted(images, seed):
     flat = np.concatenate([flat, index.offsets[index.offsets < len(index)]])  # every boundary
     expected = np.searchsorted(index.offsets, flat, side="right")
     assert np.array_equal(index._find_images(flat), expected)
+    # the two-level search, used past 2^16 images
+    with mock.patch.object(index_module, "_PLAIN_SEARCH_IMAGES", 0):
+        assert np.array_equal(index._find_images(flat), expected)
