@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import zlib
 from bisect import bisect_right
 
@@ -155,6 +156,19 @@ def check_pad(value, dtype: np.dtype, name: str = "pad_value"):
     return dtype.type(value)
 
 
+_HANDLES_LOCK = threading.Lock()
+
+
+def _new_handles_lock() -> None:
+    """A fork taken while another thread held the lock must not leave the child locked out."""
+    global _HANDLES_LOCK
+    _HANDLES_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_handles_lock)
+
+
 class _Shard:
     """One store file of an ImageStore: its tables, readers and per-process handles."""
 
@@ -170,8 +184,11 @@ class _Shard:
     def get_handles(self, locking, io_threads) -> _readers.Handles:
         handles = self.handles
         if handles is None or handles.pid != os.getpid():
-            # NOTE [fork safety]: inherited handles belong to the parent; drop them unused.
-            self.handles = handles = _readers.Handles(self.info, locking, io_threads)
+            with _HANDLES_LOCK:  # threads opening at once share one set of handles
+                handles = self.handles
+                if handles is None or handles.pid != os.getpid():
+                    # NOTE [fork safety]: inherited handles belong to the parent; drop them unused.
+                    self.handles = handles = _readers.Handles(self.info, locking, io_threads)
         return handles
 
     def count_read(self) -> None:
