@@ -30,9 +30,8 @@ in x lives in two (or more) tiles. Three plans, the first that applies:
 2. segments: rows cut in pieces of gcd(tile, box, x offsets) pixels, none
    crossing a border, when a piece is at least ``SEGMENT_BYTES``: one copy per
    piece, each in place (NOTE [segments]; addresses by pattern, NOTE [patterns]);
-3. windows + pieces: every row copied as one window of the full box width from
-   its first tile (the part past the tile's row is garbage), then the later
-   tiles' parts copied over it, per patch.
+3. joined rows: the tile rows each box row spans copied side by side into
+   scratch, then the box's window copied out of them (NOTE [joined rows]).
 """
 
 from __future__ import annotations
@@ -50,8 +49,10 @@ import numpy as np
 from . import _format as fmt
 from .errors import IntegrityError, StoreChangedError, StoreFormatError
 
-# NOTE [segments]: below this many bytes a segment gather costs more than windows + pieces
+# NOTE [segments]: below this many bytes a segment gather costs more than joined rows
 SEGMENT_BYTES = 16
+# the most scratch the joined rows of one gather may take (NOTE [joined rows])
+JOINED_BYTES = 16 << 20
 # the most memory the kept address patterns of one reader (pixels or masks of a shard) may take
 PATTERN_TABLE_BYTES = 16 << 20
 
@@ -171,8 +172,8 @@ class Handles:
     def scratch(self, nbytes: int, slot: str = "tiles"):
         """A reusable uint8 tensor of at least ``nbytes`` (never handed to callers).
 
-        Slots: "tiles" read from disk, the x-"pieces" of a batch, the
-        "addresses" of its copies and their "partial" sums. Reuse matters: a
+        Slots: "tiles" read from disk, "joined" tile rows (NOTE [joined rows]),
+        the "addresses" of a batch's copies and their "partial" sums. Reuse matters: a
         fresh buffer of a few MB costs a page fault per 4 KiB, which here costs
         as much as the copy it serves. Each thread has its own buffers: threads
         reading one store at once must not overwrite each other's addresses.
@@ -634,27 +635,30 @@ class TiledReader(ArrayReader):
         if mode == "mmap":
             source, starts = handles.bytes, self._mapped_starts(image_ids, origins, size)
         else:
-            source, starts = self._fetched_starts(handles, image_ids, origins, size, mode, record + width)
-        # a window ends inside the records of the n tiles its row spans (it starts at most one
-        # tile row before the end of the first, and is at most n tile rows wide): never past them
-        channels = self._channel_offsets()[None, :, None]
-        heads = _broadcast_sum(handles, (starts + (dx * value)[:, None])[:, None, :], channels)
-        rows = byte_rows(out, heads.numel())
-        gather_windows(source, heads, width, rows)
-        n_pieces = (dx + size[-1] - 1) // tile_x + 1
-        if int(n_pieces.max()) == 1:
-            return
-        out_rows = rows.view(len(image_ids), -1, width).numpy()
-        piece_width = min(size[-1], tile_x) * value
-        by_column = np.argsort(-dx, kind="stable")  # piece k starts at column k * tile - dx
-        for k in range(1, int(n_pieces.max())):
-            boxes = by_column[n_pieces[by_column] > k]
-            addresses = _broadcast_sum(handles, (starts[boxes] + k * record)[:, None, :], channels)
-            nbytes = addresses.numel() * piece_width
-            got = handles.scratch(nbytes, "pieces")[:nbytes].view(-1, piece_width)
-            got = gather_windows(source, addresses, piece_width, got)
-            _merge(out_rows, got.view(len(boxes), -1, piece_width).numpy(), boxes,
-                   (k * tile_x - dx[boxes]) * value, width)
+            source, starts = self._fetched_starts(handles, image_ids, origins, size, mode, 0)
+        # NOTE [joined rows]: x offsets without a large common divisor (random crops). Each box
+        # row's tile rows are first copied side by side into scratch (whole 64-byte rows for
+        # 64-pixel uint8 tiles, fast), so the row becomes contiguous there; a second gather then
+        # copies the box's window out of it. Two gathers of wide rows instead of one per patch
+        # and piece (random crops: 1.5 against 2.2 ms a batch of 256 x 3 x 64 x 64).
+        tile_row = tile_x * value
+        spans = (dx + size[-1] - 1) // tile_x + 1  # tiles each row of a box spans
+        span = int(spans.max())
+        steps = np.minimum(np.arange(span), (spans - 1)[:, None]) * record  # past its last: the last
+        channels = self._channel_offsets()
+        lines_per_box = channels.size * starts.shape[1]
+        group = max(1, JOINED_BYTES // (lines_per_box * span * tile_row))
+        for lo in range(0, len(image_ids), group):
+            hi = min(lo + group, len(image_ids))
+            pieces = _broadcast_sum(handles, starts[lo:hi, None, :, None], channels[None, :, None, None],
+                                    steps[lo:hi, None, None, :])
+            nbytes = pieces.numel() * tile_row
+            joined = handles.scratch(nbytes, "joined")[:nbytes]
+            gather_windows(source, pieces, tile_row, joined.view(-1, tile_row))
+            lines = (hi - lo) * lines_per_box
+            line_starts = np.arange(lines, dtype=np.int64).reshape(hi - lo, -1) * (span * tile_row)
+            heads = _broadcast_sum(handles, line_starts, (dx[lo:hi] * value)[:, None])
+            gather_windows(joined, heads, width, byte_rows(out[lo:hi], lines))
 
     def _channel_offsets(self) -> np.ndarray:
         """Byte offset of each channel plane in a record (records are channel-planar)."""
@@ -769,27 +773,6 @@ class TiledReader(ArrayReader):
             return np.searchsorted(touched, tile_ids) * record
 
         return source, tile_address
-
-
-def _merge(out_rows, got, boxes, begins, width) -> None:
-    """out_rows[box, :, begin:] = got[j, :, :width - begin]: the x-pieces of a batch.
-
-    ``boxes`` come sorted by ``begins``; boxes starting their piece at the
-    same column are copied by one numpy fancy assignment from a slice of
-    ``got`` (no temporary); when nearly every box has its own column (random
-    origins), box by box.
-    """
-    piece_width = got.shape[-1]
-    columns, starts = np.unique(begins, return_index=True)
-    if len(columns) * 8 <= len(boxes):
-        stops = np.append(starts[1:], len(boxes)).tolist()
-        for begin, lo, hi in zip(columns.tolist(), starts.tolist(), stops):
-            stop = min(width, begin + piece_width)
-            out_rows[boxes[lo:hi], :, begin:stop] = got[lo:hi, :, : stop - begin]
-        return
-    for j, (box, begin) in enumerate(zip(boxes.tolist(), begins.tolist())):
-        stop = min(width, begin + piece_width)
-        out_rows[box, :, begin:stop] = got[j, :, : stop - begin]
 
 
 class ChunkedReader(TiledReader):

@@ -4,9 +4,9 @@ against numpy slicing of random images.
 Plans (lazypatch/_readers.py): whole tiles (boxes equal to tiles, on the tile
 grid); segments (row pieces of gcd(tile, size, x offsets) pixels, none
 crossing a tile border), with the address patterns kept across batches in the
-map; windows + pieces (rows copied whole from their first tile, then the parts
-in later tiles copied over). Each runs through io="mmap" and io="pread" on the
-tiled layout, and through h5py on the chunked one.
+map; joined rows (the tile rows a box row spans copied side by side into
+scratch, then the box's window copied out). Each runs through io="mmap" and
+io="pread" on the tiled layout, and through h5py on the chunked one.
 """
 
 import threading
@@ -75,10 +75,10 @@ READS = [("tiled", "mmap"), ("tiled", "pread"), ("chunked", "auto")]
     ((16, 32), (16, 32)),   # whole tiles
     ((32, 48), (16, 16)),   # segments of 16 pixels (x offsets 0, 16): up to 3 tiles a row
     ((20, 32), (1, 16)),    # segments, but nearly one pattern per box: no patterns kept
-    ((24, 24), (12, 8)),    # 8-pixel segments are 8 bytes, below SEGMENT_BYTES: windows + pieces
-    ((16, 16), (12, 12)),   # windows + pieces
-    ((20, 17), (3, 5)),     # windows + pieces
-    ((33, 50), (1, 1)),     # windows + up to 3 pieces
+    ((24, 24), (12, 8)),    # 8-pixel segments are 8 bytes, below SEGMENT_BYTES: joined rows
+    ((16, 16), (12, 12)),   # joined rows
+    ((20, 17), (3, 5)),     # joined rows
+    ((33, 50), (1, 1)),     # joined rows of up to 3 tiles
 ])
 def test_grid_batches_equal_numpy(stores, layout, io, size, step):
     images, paths = stores
@@ -154,13 +154,15 @@ def test_threads_reading_one_store(stores, layout, io, size, step):
 
 
 def test_segment_threshold_chooses_between_plans(stores, monkeypatch):
-    """The same batch read by segments and by windows + pieces gives the same bytes."""
+    """The same batch read by segments and by joined rows (in one gather or box by box)
+    gives the same bytes."""
     images, paths = stores
     rng = np.random.default_rng(11)
     ids, origins = grid_origins(rng, images, (32, 40), (8, 8), 64)
     results = []
-    for threshold in (1, 10**6):
+    for threshold, joined in ((1, 16 << 20), (10**6, 16 << 20), (10**6, 1)):
         monkeypatch.setattr(readers, "SEGMENT_BYTES", threshold)
+        monkeypatch.setattr(readers, "JOINED_BYTES", joined)
         for layout, io in READS:
             store = ImageStore(paths[layout], io=io)
             results.append(store.read_regions(ids, origins, (32, 40)))
