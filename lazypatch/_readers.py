@@ -620,22 +620,19 @@ class TiledReader(ArrayReader):
             # NOTE [segments]: every row cut into pieces of ``segment`` pixels, none crossing a
             # tile border, so one gather writes each in place (a 256-pixel box on 64-pixel tiles
             # is 4 segments a row; stride 48 on 64-pixel tiles gives 16-pixel segments)
-            if mode == "mmap":
-                source = handles.bytes
-                def addresses_of(ids, corners):
-                    starts = self._mapped_starts(ids, corners, size)
-                    return self._segments(handles, starts, corners, size, segment)
+            def addresses_of(ids, corners):
+                source, starts = self._row_starts(handles, ids, corners, size, mode)
+                return source, self._segments(handles, starts, corners, size, segment)
 
-                addresses = self._by_pattern(handles, image_ids, origins, size, segment, addresses_of)
-            else:
-                source, starts = self._fetched_starts(handles, image_ids, origins, size, mode, record)
-                addresses = self._segments(handles, starts, origins, size, segment)
+            if mode == "mmap":  # addresses in the map repeat from batch to batch: kept
+                source = handles.bytes
+                addresses = self._by_pattern(handles, image_ids, origins, size, segment,
+                                             lambda ids, corners: addresses_of(ids, corners)[1])
+            else:  # addresses in scratch depend on which tiles the batch read
+                source, addresses = addresses_of(image_ids, origins)
             gather_windows(source, addresses, segment * value, byte_rows(out, addresses.numel()))
             return
-        if mode == "mmap":
-            source, starts = handles.bytes, self._mapped_starts(image_ids, origins, size)
-        else:
-            source, starts = self._fetched_starts(handles, image_ids, origins, size, mode, 0)
+        source, starts = self._row_starts(handles, image_ids, origins, size, mode)
         # NOTE [joined rows]: x offsets without a large common divisor (random crops). Each box
         # row's tile rows are first copied side by side into scratch (whole 64-byte rows for
         # 64-pixel uint8 tiles, fast), so the row becomes contiguous there; a second gather then
@@ -665,15 +662,10 @@ class TiledReader(ArrayReader):
         plane = int(np.prod(self.tile)) * self.itemsize
         return np.arange(max(self.array.channels, 1), dtype=np.int64) * plane
 
-    def _mapped_starts(self, image_ids, origins, size) -> np.ndarray:
-        """File offset of column 0 of the first tile of every box row, (B, R)."""
-        flush = origins.copy()
-        flush[:, -1] -= origins[:, -1] % self.tile[-1]
-        return self.mapped_row_starts(image_ids, flush, size)
-
-    def _fetched_starts(self, handles, image_ids, origins, size, mode, slack):
-        """Read the tiles the boxes touch into scratch: (scratch, the starts of
-        :meth:`_mapped_starts` as offsets in scratch).
+    def _row_starts(self, handles, image_ids, origins, size, mode):
+        """(source, starts): the byte offset in ``source`` of column 0 of the first
+        tile of every box row, (B, R). ``source`` is the file's map (mmap), or
+        scratch holding the tiles the boxes touch, read first (pread, h5py).
 
         NOTE [slots]: the tiles of one box row have consecutive ids, all touched,
         so they sit in consecutive slots: the next tile is one record further, as
@@ -681,7 +673,9 @@ class TiledReader(ArrayReader):
         """
         flush = origins.copy()
         flush[:, -1] -= origins[:, -1] % self.tile[-1]
-        source, tile_address = self._fetch(handles, self.tiles_of(image_ids, origins, size), slack, mode)
+        if mode == "mmap":
+            return handles.bytes, self.mapped_row_starts(image_ids, flush, size)
+        source, tile_address = self._fetch(handles, self.tiles_of(image_ids, origins, size), 0, mode)
         tiles, row_start = self.rows(image_ids, flush, size)
         return source, tile_address(tiles) + row_start * self.itemsize
 
@@ -736,8 +730,8 @@ class TiledReader(ArrayReader):
             order = np.argsort(known, kind="stable")
             known = known[order]
             table = (fresh if table is None else t.cat([table, fresh]))[t.from_numpy(order)]
-            kept = sum(entry[1].numel() * 8 for k, entry in self._patterns.items()
-                       if entry and k != (size, segment))
+            kept = sum(other[1].numel() * 8 for k, other in self._patterns.items()
+                       if other and k != (size, segment))
             if kept + table.numel() * 8 > PATTERN_TABLE_BYTES:  # too many patterns to keep
                 self._patterns[(size, segment)] = None
             else:
