@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+import weakref
 
 import numpy as np
 
 from ._geometry import check_edge, is_int
-from .errors import ParameterError, ParameterTypeError
+from .errors import ParameterError, ParameterTypeError, StoreExistsError
 from .index import PatchIndex, as_int_array
 
 __all__ = ["PatchAggregator"]
@@ -43,6 +44,13 @@ def _window(mode: str, size: int, sigma_scale: float) -> np.ndarray:
         window = np.ones(size)
     window /= window.max()
     return np.maximum(window, _FLOOR)
+
+
+def _discard(h5, path: str) -> None:
+    """Close and remove an unpublished out file."""
+    h5.close()
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def _as_numpy(values, name: str, dtype=None) -> np.ndarray:
@@ -71,6 +79,9 @@ class PatchAggregator:
     out : str or os.PathLike, optional
         An HDF5 file for the results (dataset ``predictions/<image id>``);
         written atomically when the aggregator is closed. Default: in RAM.
+    overwrite : bool
+        Replace an existing ``out`` file (when closed). Default: an existing
+        file is an error, and the store the shapes come from never is ``out``.
     image_ids : sequence of int, optional
         The grid covers only these images (as with ``PatchDataset(image_ids=)``);
         ``image_id`` values passed to :meth:`add` are still the store's.
@@ -94,15 +105,18 @@ class PatchAggregator:
     """
 
     def __init__(self, store_or_shapes, patch_size, *, stride=None, edge: str = "shift",
-                 mode: str = "average", out=None, image_ids=None, sigma_scale: float = 0.125):
+                 mode: str = "average", out=None, image_ids=None, sigma_scale: float = 0.125,
+                 overwrite: bool = False):
         shapes, names = self._shapes_of(store_or_shapes)
+        if not isinstance(overwrite, bool):
+            raise ParameterTypeError(f"overwrite must be True or False, got {overwrite!r}")
         if mode not in MODES:
             raise ParameterError(f"mode must be one of {MODES}, got {mode!r}")
         check_edge(edge)
         if not isinstance(sigma_scale, (int, float)) or isinstance(sigma_scale, bool) or sigma_scale <= 0:
             raise ParameterError(f"sigma_scale must be a positive number, got {sigma_scale!r}")
         self.mode = mode
-        full = PatchIndex(shapes, patch_size, stride, edge)
+        self._full = full = PatchIndex(shapes, patch_size, stride, edge)
         if image_ids is not None:
             image_ids = as_int_array(image_ids, "image_ids").reshape(-1)
             self.index = full.subset(image_ids)
@@ -124,8 +138,9 @@ class PatchAggregator:
         self._complete = set()  # images finished because all their patches arrived
         self._out_path = None
         self._h5 = None
+        self._uncovered = {}  # image id -> pixels no patch covered, when written to out
         if out is not None:
-            self._open_out(os.fspath(out))
+            self._open_out(os.fspath(out), overwrite)
 
     @classmethod
     def from_dataset(cls, dataset, **options) -> "PatchAggregator":
@@ -145,7 +160,7 @@ class PatchAggregator:
         return np.asarray(source), None
 
     # -- the out file ----------------------------------------------------------------------
-    def _open_out(self, path: str) -> None:
+    def _open_out(self, path: str, overwrite: bool) -> None:
         import h5py
 
         folder, base = os.path.split(os.path.abspath(path))
@@ -153,9 +168,16 @@ class PatchAggregator:
             raise FileNotFoundError(f"the folder of out does not exist: {folder!r}")
         if os.path.isdir(path):
             raise IsADirectoryError(f"out is a directory: {path!r}")
+        if self._names is not None and os.path.exists(path) and any(
+                os.path.samefile(path, p) for p in self._names.paths):
+            raise ParameterError(f"out is the store the predictions are made on: {path!r}")
+        if os.path.exists(path) and not overwrite:
+            raise StoreExistsError(f"out {path!r} exists; pass overwrite=True to replace it")
         self._out_path = path
         self._tmp_path = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
         self._h5 = h5py.File(self._tmp_path, "w")
+        # an aggregator dropped without close() (or an exit) leaves no temporary file behind
+        self._discard = weakref.finalize(self, _discard, self._h5, self._tmp_path)
         self._h5.attrs["lazypatch_predictions"] = 1
         self._h5.attrs["patch_size"] = self.patch_size
         self._h5.attrs["stride"] = self.stride
@@ -170,12 +192,28 @@ class PatchAggregator:
         if self._h5 is not None:
             from ._write import fsync_folder
 
+            self._discard.detach()
             self._h5.close()
             self._h5 = None
             with open(self._tmp_path, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(self._tmp_path, self._out_path)
             fsync_folder(self._out_path)
+            self._warn_incomplete()
+
+    def _warn_incomplete(self) -> None:
+        """Say what the published file lacks: NaN pixels, images no patch reached."""
+        missing = self.index.num_images - len(self._done)
+        holes = {image: n for image, n in self._uncovered.items() if n}
+        if missing or holes:
+            parts = []
+            if holes:
+                first = next(iter(holes))
+                parts.append(f"{sum(holes.values())} pixels of {len(holes)} images are covered by "
+                             f"no patch and are NaN (image {first}: {holes[first]})")
+            if missing:
+                parts.append(f"{missing} images received no patch and are not in the file")
+            warnings.warn(f"{self._out_path}: " + "; ".join(parts), RuntimeWarning, stacklevel=3)
 
     def __enter__(self) -> "PatchAggregator":
         return self
@@ -184,10 +222,8 @@ class PatchAggregator:
         if kind is None:
             self.close()
         elif self._h5 is not None:  # an error: leave no half-written file behind
-            self._h5.close()
             self._h5 = None
-            if os.path.exists(self._tmp_path):
-                os.unlink(self._tmp_path)
+            self._discard()
 
     # -- adding ------------------------------------------------------------------------------
     def _local_ids(self, image_ids: np.ndarray) -> np.ndarray:
@@ -221,9 +257,10 @@ class PatchAggregator:
                 f"predictions must keep {self.channels} channels, got {predictions.shape[1]}"
             )
         local = self._local_ids(image_ids)
-        flat = self.index.flat_index(local, origins)  # ValueError for origins off the grid
+        # origins off the grid: a ParameterError naming the store's image id
+        flat = self._full.flat_index(image_ids, origins)
         self.channels = int(predictions.shape[1])
-        first = flat - (self.index.offsets - self.index.counts)[local]
+        first = flat - (self._full.offsets - self._full.counts)[image_ids]
         if self.mode == "average":  # every weight is 1: the predictions are added as they are
             weighted = predictions.astype(np.float32, copy=False)
         else:
@@ -337,7 +374,9 @@ class PatchAggregator:
             sums[:, uncovered] = np.nan
         result = np.divide(sums, weight, out=sums)
         if self._h5 is not None:
-            self._h5["predictions"].create_dataset(str(int(self.image_ids[image])), data=result)
+            image_id = int(self.image_ids[image])
+            self._h5["predictions"].create_dataset(str(image_id), data=result)
+            self._uncovered[image_id] = int(uncovered.sum())
             self._done[image] = True
         else:
             self._done[image] = result

@@ -144,19 +144,19 @@ class PatchDataset(Dataset):
 
     def _build(self) -> None:
         patch_size, stride, edge = self._params
-        index = PatchIndex(self.store.shapes, patch_size, stride, edge)
+        grid = index = PatchIndex(self.store.shapes, patch_size, stride, edge)
         if self.filter is not None:
             from .filtering import load_filter
 
-            index = load_filter(self.store, self.filter, index)
+            index = load_filter(self.store, self.filter, grid)
         if self.image_ids is not None:
-            index = index.subset(self.image_ids)
-            if len(index) == 0:
+            if len(grid.subset(self.image_ids)) == 0:  # (a filter that keeps nothing is no error)
                 raise ParameterError(
-                    f"patch_size {index.patch_size} fits in none of the {len(self.image_ids)} "
+                    f"patch_size {grid.patch_size} fits in none of the {len(self.image_ids)} "
                     f"selected images with edge={edge!r}; use edge='shift' or 'pad', or a "
                     "smaller patch"
                 )
+            index = index.subset(self.image_ids)
             self._ids_view = memoryview(self.image_ids)
         self.index = index
         self.patch_size = index.patch_size

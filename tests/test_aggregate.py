@@ -9,6 +9,7 @@ bad input.
 """
 
 import os
+import pathlib
 import warnings
 
 import h5py
@@ -162,6 +163,56 @@ def test_bad_input():
         agg.result(0)
     with pytest.raises(ValueError, match="already finished"):
         agg.add(np.zeros((1, 2, 4, 4)), [0], [(0, 4)])
+
+
+def test_out_file_is_never_replaced_unasked(tmp_path, make_store):
+    store = make_store([np.zeros((10, 10), np.uint8)])
+    before = pathlib.Path(store.path).read_bytes()
+    with pytest.raises(ValueError, match="out is the store the predictions are made on"):
+        PatchAggregator(store, 5, out=store.path, overwrite=True)
+    with pytest.raises(ValueError, match="out is the store the predictions are made on"):
+        PatchAggregator(store.path, 5, out=store.path)
+    assert pathlib.Path(store.path).read_bytes() == before
+    out = tmp_path / "preds.h5"
+    out.write_bytes(b"earlier results")
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        PatchAggregator([(10, 10)], 5, out=out)
+    with pytest.raises(TypeError, match="overwrite must be True or False, got 1"):
+        PatchAggregator([(10, 10)], 5, out=out, overwrite=1)
+    assert out.read_bytes() == b"earlier results"
+    with PatchAggregator([(10, 10)], 5, out=out, overwrite=True) as agg:
+        ids, origins = agg.index.locate(np.arange(len(agg.index)))
+        agg.add(np.ones((len(ids), 1, 5, 5)), ids, origins)
+    with h5py.File(out, "r") as f:
+        assert np.all(f["predictions"]["0"][()] == 1)
+
+
+def test_closing_an_incomplete_out_file_warns(tmp_path):
+    out = tmp_path / "preds.h5"
+    agg = PatchAggregator([(10, 10), (10, 10)], 5, out=out)
+    agg.add(np.ones((1, 1, 5, 5)), [0], [(0, 0)])
+    with pytest.warns(RuntimeWarning, match=r"75 pixels of 1 images are covered by no patch and are NaN "
+                                            r"\(image 0: 75\); 1 images received no patch"):
+        agg.close()
+    with h5py.File(out, "r") as f:
+        assert np.isnan(f["predictions"]["0"][()]).sum() == 75
+        assert list(f["predictions"]) == ["0"]
+
+
+def test_an_unclosed_out_file_leaves_nothing(tmp_path):
+    agg = PatchAggregator([(10, 10)], 5, out=tmp_path / "preds.h5")
+    agg.add(np.ones((1, 1, 5, 5)), [0], [(0, 0)])
+    assert len(os.listdir(tmp_path)) == 1  # the temporary file
+    del agg
+    assert os.listdir(tmp_path) == []
+
+
+def test_errors_name_the_store_image_ids_of_a_subset():
+    agg = PatchAggregator([(10, 10), (20, 20), (30, 30)], 5, image_ids=[2, 1])
+    with pytest.raises(ValueError, match=r"origin \(1, 1\) of image 2 is not on the grid"):
+        agg.add(np.ones((1, 1, 5, 5)), [2], [[1, 1]])
+    with pytest.raises(ValueError, match="image id 0 is not one of this aggregator's images"):
+        agg.add(np.ones((1, 1, 5, 5)), [0], [[0, 0]])
 
 
 def test_index_is_reused_not_rebuilt():

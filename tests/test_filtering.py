@@ -127,3 +127,15 @@ def test_many_images_pickle_small(tmp_path):
     ds = PatchDataset(store, 8, filter=path)
     assert len(ds) == 3000 * 4
     assert len(pickle.dumps(ds)) < 64 * 1024
+
+
+def test_a_filter_keeping_nothing_of_the_chosen_images_is_an_empty_dataset(tmp_path):
+    masks = [np.zeros((8, 8), np.uint8), np.ones((8, 8), np.uint8)]
+    store = write_store(tmp_path / "s.h5", [np.zeros((8, 8), np.uint8)] * 2, masks=masks)
+    kept = foreground_filter(store, 4, edge="shift", threshold=0.5)
+    assert len(PatchDataset(store, 4, edge="shift", filter=kept, image_ids=[0])) == 0
+    assert len(PatchDataset(store, 4, edge="shift", filter=kept, image_ids=[1, 0])) == 4
+    mixed = write_store(tmp_path / "m.h5", [np.zeros((8, 8), np.uint8), np.zeros((16, 16), np.uint8)])
+    with pytest.raises(ValueError, match=r"patch_size \(9, 9\) fits in none of the 1 selected images "
+                                         r"with edge='drop'; use edge='shift' or 'pad'"):
+        PatchDataset(mixed, 9, image_ids=[0])
