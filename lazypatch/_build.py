@@ -130,13 +130,14 @@ def run(args) -> int:
         raise FileNotFoundError(f"no PNG, JPEG, TIFF or .npy files in {args.source!r}")
     mask_paths, report = None, None
     if args.masks:
-        paths, mask_paths, report = pair_masks(paths, args.masks, args.mask_suffix, args.allow_unmatched)
+        paths, mask_paths, report = pair_masks(paths, args.masks, args.mask_suffix, args.allow_unmatched,
+                                                   image_root=root)
         if not paths:
             hint = f"; {report['hint']}" if report["hint"] else ""
             raise ParameterError(f"no image in {args.source!r} has a mask in {args.masks!r}{hint}")
     # pass 1: headers
     images = FileImages(paths, args.spatial_ndim, workers=args.workers)
-    masks = FileImages(mask_paths, args.spatial_ndim, workers=args.workers) if mask_paths else None
+    masks = FileImages(mask_paths, args.spatial_ndim, workers=args.workers, mask=True) if mask_paths else None
     names = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
     from ._write import describe_image, check_same, check_mask
 
@@ -185,14 +186,22 @@ def run(args) -> int:
                       "masks": os.path.abspath(args.masks) if args.masks else None,
                       "shard": [k, len(ranges)], "first_image": int(a),
                       "mask_suffix": args.mask_suffix}
-        store = write_store(
-            outputs[k], _Slice(images, a, b), masks=_Slice(masks, a, b) if masks else None,
-            names=names[a:b], spatial_ndim=args.spatial_ndim, layout=args.layout, tile=args.tile,
-            compression=args.compression, compression_opts=args.compression_opts,
-            checksum=args.checksum, overwrite=args.overwrite,
-            progress=False if args.no_progress else None, channel_stats=args.stats,
-            label_stats=args.label_stats, provenance=provenance,
-        )
+        try:
+            store = write_store(
+                outputs[k], _Slice(images, a, b), masks=_Slice(masks, a, b) if masks else None,
+                names=names[a:b], spatial_ndim=args.spatial_ndim, layout=args.layout, tile=args.tile,
+                compression=args.compression, compression_opts=args.compression_opts,
+                checksum=args.checksum, overwrite=args.overwrite,
+                progress=False if args.no_progress else None, channel_stats=args.stats,
+                label_stats=args.label_stats, provenance=provenance,
+            )
+        except BaseException:
+            done = [outputs[j] for j in chosen[:chosen.index(k)]]
+            if done:  # whole files, kept: the collection is incomplete until every shard exists
+                print(f"the collection is incomplete: {len(done)} of {len(ranges)} shards were written "
+                      f"({', '.join(done)}); shard {k} failed: fix it, then finish with "
+                      f"--shard-index {k} (and each later one)", file=sys.stderr)
+            raise
         written += os.path.getsize(store.path)
         store.close()
     seconds = time.perf_counter() - started
@@ -259,6 +268,7 @@ def _print_plan(args, images, shapes, spec, mask_dtype, report, per_image, range
     if report is not None:
         for key, what in (("missing", "image(s) without a mask, left out"),
                           ("ambiguous", "image(s) with several masks, left out"),
+                          ("shared", "mask(s) each named by several images, those images left out"),
                           ("unclaimed", "mask(s) matching no image, ignored")):
             if report[key]:
                 shown = [p if isinstance(p, str) else p[0] for p in report[key][:5]]

@@ -72,12 +72,13 @@ def stem(path: str) -> str:
 class FileImage:
     """One image file: ``shape`` and ``dtype`` from its header, pixels when sliced."""
 
-    def __init__(self, path: str, spatial_ndim: int = 2):
+    def __init__(self, path: str, spatial_ndim: int = 2, mask: bool = False):
         self.path = path
         self.spatial_ndim = spatial_ndim
+        self.mask = mask
         self._array = None
         try:
-            self.shape, self.dtype, self._rows = _header(path, spatial_ndim)
+            self.shape, self.dtype, self._rows = _header(path, spatial_ndim, mask)
         except ImageReadError:
             raise
         except Exception as exc:
@@ -107,7 +108,7 @@ class FileImage:
             return self._checked(self._read_rows(0, self.shape[0]), ())[key]
         if self._array is None:
             try:
-                array = _decode(self.path, self.spatial_ndim)
+                array = _decode(self.path, self.spatial_ndim, self.mask)
             except Exception as exc:
                 raise ImageReadError(f"cannot decode image {self.path!r}: {exc}") from exc
             self._array = self._checked(array, ())
@@ -141,12 +142,13 @@ class FileImages(Sequence):
 
     ``workers`` > 0 decodes PNG, JPEG and small TIFF files in that many
     threads, a bounded number of images ahead of the writer, in order.
+    ``mask``: the files are label maps (palette PNGs give their indices).
     """
 
-    def __init__(self, paths, spatial_ndim: int = 2, workers: int = 0):
+    def __init__(self, paths, spatial_ndim: int = 2, workers: int = 0, mask: bool = False):
         self.paths = list(paths)
         self.workers = workers
-        self._headers = [FileImage(p, spatial_ndim) for p in self.paths]  # validates every header
+        self._headers = [FileImage(p, spatial_ndim, mask) for p in self.paths]  # validates every header
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -190,7 +192,7 @@ def _decode_checked(header: FileImage) -> np.ndarray:
 
 
 # -- formats -------------------------------------------------------------------------------
-def _header(path: str, spatial_ndim: int):
+def _header(path: str, spatial_ndim: int, mask: bool = False):
     """(shape, dtype, rows reader or None) without decoding pixels."""
     lower = path.lower()
     if lower.endswith(".npy"):
@@ -206,13 +208,16 @@ def _header(path: str, spatial_ndim: int):
     with Image.open(path) as image:
         width, height = image.size
         mode = image.mode
+        transparent = "transparency" in image.info
     channels, dtype = _PIL_MODES.get(mode, (None, None))
+    if mode == "P":  # palette indices: a mask's labels, an image's colours
+        channels = 0 if mask else 4 if transparent else 3
     if dtype is None:
         raise ImageReadError(f"{path!r}: unsupported image mode {mode!r}")
     return ((height, width) if channels == 0 else (height, width, channels)), np.dtype(dtype), None
 
 
-def _decode(path: str, spatial_ndim: int) -> np.ndarray:
+def _decode(path: str, spatial_ndim: int, mask: bool = False) -> np.ndarray:
     lower = path.lower()
     if lower.endswith(".npy"):
         return np.load(path, mmap_mode="r", allow_pickle=False)
@@ -222,7 +227,7 @@ def _decode(path: str, spatial_ndim: int) -> np.ndarray:
 
     with Image.open(path) as image:
         image.load()
-        if image.mode == "P":
+        if image.mode == "P" and not mask:  # a mask keeps its palette indices (its labels)
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         return np.asarray(image)
 
@@ -361,49 +366,65 @@ class _TiffPages:
 
 
 # -- masks ------------------------------------------------------------------------------------
-def pair_masks(image_paths, mask_folder, mask_suffix: str = "", allow_unmatched: bool = False):
+def pair_masks(image_paths, mask_folder, mask_suffix: str = "", allow_unmatched: bool = False,
+               image_root=None):
     """Pair each image with its mask by stem (``<stem><mask_suffix>.<any ext>``).
 
+    When several masks share the stem, the one at the same path relative to
+    its folder as the image is to ``image_root`` is taken (mirrored folders).
     Returns ``(kept image paths, their mask paths, report)``; the report lists
-    images without a mask, images with several, and masks no image claimed.
-    Unless ``allow_unmatched``, any unpaired or ambiguous image is an error
-    naming the first ten; with it, those images are left out.
+    images without a mask, images with several, images sharing one mask, and
+    masks no image claimed. Unless ``allow_unmatched``, any unpaired or
+    ambiguous image is an error naming the first ten; with it, those images
+    are left out.
     """
-    mask_paths, _ = list_images(mask_folder)
+    mask_paths, mask_root = list_images(mask_folder)
     by_stem: dict[str, list[str]] = {}
     for path in mask_paths:
         by_stem.setdefault(stem(path), []).append(path)
-    kept, masks, missing, ambiguous, claimed = [], [], [], [], set()
+
+    def place(path, root):
+        return os.path.dirname(os.path.relpath(path, root))
+
+    pairs, missing, ambiguous = [], [], []
     for path in image_paths:
         found = by_stem.get(stem(path) + mask_suffix, [])
+        if len(found) > 1 and image_root is not None:
+            found = [m for m in found if place(m, mask_root) == place(path, image_root)] or found
         if len(found) == 1:
-            kept.append(path)
-            masks.append(found[0])
-            claimed.add(found[0])
+            pairs.append((path, found[0]))
         elif not found:
             missing.append(path)
         else:
             ambiguous.append((path, found))
-    report = {"missing": missing, "ambiguous": ambiguous,
-              "unclaimed": [p for p in mask_paths if p not in claimed]}
+    users: dict[str, list[str]] = {}
+    for path, mask in pairs:
+        users.setdefault(mask, []).append(path)
+    shared = [(mask, paths) for mask, paths in users.items() if len(paths) > 1]
+    kept = [(path, mask) for path, mask in pairs if len(users[mask]) == 1]
+    considered = {m for _, found in ambiguous for m in found} | set(users)
+    report = {"missing": missing, "ambiguous": ambiguous, "shared": shared,
+              "unclaimed": [p for p in mask_paths if p not in considered]}
     report["hint"] = _suffix_hint(missing, report["unclaimed"])
-    if (missing or ambiguous) and not allow_unmatched:
+    if (missing or ambiguous or shared) and not allow_unmatched:
         lines = [f"no mask for {p!r}" for p in missing[:10]]
         lines += [f"several masks for {p!r}: {found}" for p, found in ambiguous[:10]]
-        more = len(missing) + len(ambiguous) - len(lines)
+        lines += [f"one mask {m!r} for {len(paths)} images: {paths[:3]}" for m, paths in shared[:10]]
+        more = len(missing) + len(ambiguous) + len(shared) - len(lines)
         if more > 0:
             lines.append(f"... and {more} more")
         if report["unclaimed"]:
             lines.append(f"{len(report['unclaimed'])} mask(s) match no image, e.g. {report['unclaimed'][0]!r}")
         if report["hint"]:
             lines.append(report["hint"])
+        sharing = sum(len(paths) for _, paths in shared)
         raise ParameterError(
-            f"{len(missing)} image(s) without a mask and {len(ambiguous)} with several in "
-            f"{os.fspath(mask_folder)!r} (masks are paired by file stem"
-            f"{' + ' + repr(mask_suffix) if mask_suffix else ''}; --allow-unmatched leaves "
-            "them out):\n  " + "\n  ".join(lines)
+            f"{len(missing)} image(s) without a mask, {len(ambiguous)} with several and {sharing} "
+            f"sharing one in {os.fspath(mask_folder)!r} (masks are paired by file stem"
+            f"{' + ' + repr(mask_suffix) if mask_suffix else ''}, and by subfolder when stems "
+            "repeat; --allow-unmatched leaves them out):\n  " + "\n  ".join(lines)
         )
-    return kept, masks, report
+    return [path for path, _ in kept], [mask for _, mask in kept], report
 
 
 def _suffix_hint(missing, unclaimed) -> str:

@@ -224,6 +224,32 @@ def create_h5(path: str):
     return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=fapl, fcpl=fcpl))
 
 
+def discard_h5(h5) -> None:
+    """Close an HDF5 file being thrown away, whatever state a failed write left it in.
+
+    NOTE [discarding on a full disk]: after a write fails (ENOSPC, EFBIG), h5py's
+    close raises while HDF5 flushes its cache, and the half-closed file then
+    crashes the interpreter when it is freed (found by a disk-full test). Its
+    descriptor is first pointed at /dev/null, so the last flush succeeds and
+    the close is clean; the file itself is removed by the caller.
+    """
+    if h5 is None or not h5.id.valid:
+        return
+    try:
+        descriptor = h5.id.get_vfd_handle()
+        spare = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(spare, descriptor)
+        finally:
+            os.close(spare)
+    except (OSError, ValueError, TypeError, RuntimeError):  # another driver: close as it is
+        pass
+    try:
+        h5.close()
+    except Exception:  # pragma: no cover - the file is being removed: nothing left to save
+        pass
+
+
 def open_h5(path: str, locking=None):
     """Open an HDF5 file read-only, translating h5py's errors into clear ones."""
     import h5py
@@ -356,6 +382,40 @@ def read_store_info(path, locking=None) -> StoreInfo:
         return _describe(f, path, stat)
 
 
+def write_checked(group, name: str, data) -> None:
+    """A dataset with the CRC32 of its bytes as attribute ``crc32`` (statistics, sidecars)."""
+    import zlib
+
+    data = np.ascontiguousarray(data)
+    dataset = group.create_dataset(name, data=data, track_times=False)
+    dataset.attrs["crc32"] = np.uint32(zlib.crc32(data.tobytes()))
+
+
+def crc_damage(dataset, data) -> str | None:
+    """Why ``data``, read from ``dataset``, differs from its stored CRC32, or None.
+
+    Datasets written before CRC32s were kept (no ``crc32`` attribute) pass.
+    """
+    import zlib
+
+    stored = dataset.attrs.get("crc32")
+    if stored is None:
+        return None
+    crc = zlib.crc32(np.ascontiguousarray(data).tobytes())
+    return None if crc == int(stored) else f"{dataset.name}: CRC32 {crc:08x}, stored {int(stored):08x}"
+
+
+def read_checked(dataset, path: str) -> np.ndarray:
+    """``dataset[()]``, or an IntegrityError when it differs from its stored CRC32."""
+    from .errors import IntegrityError
+
+    data = dataset[()]
+    damage = crc_damage(dataset, data)
+    if damage is not None:
+        raise IntegrityError(f"{path!r} is damaged: {damage}")
+    return data
+
+
 @contextmanager
 def damage_is_format_error(path: str, what: str = "its HDF5 structure"):
     """What HDF5 raises on a damaged file becomes a StoreFormatError naming the path.
@@ -398,6 +458,8 @@ def _describe(f, path: str, stat) -> StoreInfo:
             f"num_images={num_images})"
         )
     channel_axis = bool(_attr(f, A_CHANNEL_AXIS, path))
+    if not channel_axis and channels != 1:
+        raise StoreFormatError(f"{path!r}: bad header (channels={channels} without a channel axis)")
     try:
         dtype = np.dtype(_attr(f, A_DTYPE, path, str))
         mask_text = _attr(f, A_MASK_DTYPE, path, str)

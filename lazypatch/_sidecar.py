@@ -41,20 +41,23 @@ def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
 
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    f = None
     try:
-        with fmt.create_h5(tmp) as f:
-            f.attrs["lazypatch_sidecar"] = fmt.attribute(kind)
-            f.attrs["store_fingerprint"] = fmt.attribute(fingerprint(store))
-            f.attrs["store_name"] = fmt.attribute(os.path.basename(store.path))
-            for key, value in attrs.items():
-                f.attrs[key] = fmt.attribute(value)
-            for name, array in arrays.items():
-                f.create_dataset(name, data=array, track_times=False)
+        f = fmt.create_h5(tmp)
+        f.attrs["lazypatch_sidecar"] = fmt.attribute(kind)
+        f.attrs["store_fingerprint"] = fmt.attribute(fingerprint(store))
+        f.attrs["store_name"] = fmt.attribute(os.path.basename(store.path))
+        for key, value in attrs.items():
+            f.attrs[key] = fmt.attribute(value)
+        for name, array in arrays.items():
+            fmt.write_checked(f, name, array)
+        f.close()
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_folder(path)
     except BaseException:
+        fmt.discard_h5(f)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
@@ -65,16 +68,19 @@ def open_checked(path: str, kind: str, store):
     """The open h5py sidecar, after checking it belongs to this store's content."""
     fmt.check_path(path, f"{kind.replace('_', ' ')} sidecar")
     f = fmt.open_h5(path)
-    found = fmt.text_attribute(f.attrs.get("lazypatch_sidecar"))
-    if found != kind:
-        f.close()
-        raise StoreFormatError(f"{path!r} is not a lazypatch {kind} sidecar (it says {found!r})")
-    if fmt.text_attribute(f.attrs.get("store_fingerprint")) != fingerprint(store):
-        f.close()
-        raise StoreFormatError(
-            f"{path!r} was computed for other content than {store.path!r} (fingerprints differ); "
-            f"run `lazypatch index` again"
-        )
+    with fmt.damage_is_format_error(path, f"the {kind.replace('_', ' ')} sidecar"):
+        try:
+            found = fmt.text_attribute(f.attrs.get("lazypatch_sidecar"))
+            if found != kind:
+                raise StoreFormatError(f"{path!r} is not a lazypatch {kind} sidecar (it says {found!r})")
+            if fmt.text_attribute(f.attrs.get("store_fingerprint")) != fingerprint(store):
+                raise StoreFormatError(
+                    f"{path!r} was computed for other content than {store.path!r} (fingerprints "
+                    f"differ); run `lazypatch index` again"
+                )
+        except BaseException:
+            f.close()
+            raise
     return f
 
 

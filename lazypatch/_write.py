@@ -539,10 +539,10 @@ class Builder:
             group = h5.create_group(STATS_GROUP)
             group.attrs["block"] = np.asarray(self.label_block, dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum([len(rows[0]) for rows in self.label_rows])])
-            group.create_dataset("image_offsets", data=offsets.astype(np.int64), track_times=False)
+            fmt.write_checked(group, "image_offsets", offsets.astype(np.int64))
             for k, name in enumerate(("blocks", "labels", "counts")):
                 data = np.concatenate([rows[k] for rows in self.label_rows]) if self.label_rows else []
-                group.create_dataset(name, data=np.asarray(data, dtype=np.int64), track_times=False)
+                fmt.write_checked(group, name, np.asarray(data, dtype=np.int64))
         if self.channel_stats is not None:
             self.channel_stats.write_group(h5)
         for name, texts in ((fmt.D_NAMES, self.names), (fmt.D_META, self.metas)):
@@ -576,10 +576,16 @@ class Builder:
         os.fsync(self.fd)
         self.close()
 
-    def close(self) -> None:
-        """Release every handle and remove spool files (not the temporary store)."""
+    def close(self, failed: bool = False) -> None:
+        """Release every handle and remove spool files (not the temporary store).
+
+        ``failed``: the store is being thrown away after an error (NOTE
+        [discarding on a full disk] in _format).
+        """
         self._checksums.close()
-        if self.h5 is not None and self.h5.id.valid:
+        if failed:
+            fmt.discard_h5(self.h5)
+        elif self.h5 is not None and self.h5.id.valid:
             self.h5.close()
         self.h5 = None
         for array in (self.pixels, self.masks):
@@ -742,7 +748,7 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
         publish(tmp, target, overwrite)
     except BaseException:
         if builder is not None:
-            builder.close()
+            builder.close(failed=True)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise

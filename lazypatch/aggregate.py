@@ -48,7 +48,9 @@ def _window(mode: str, size: int, sigma_scale: float) -> np.ndarray:
 
 def _discard(h5, path: str) -> None:
     """Close and remove an unpublished out file."""
-    h5.close()
+    from ._format import discard_h5
+
+    discard_h5(h5)
     if os.path.exists(path):
         os.unlink(path)
 

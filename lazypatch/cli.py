@@ -266,8 +266,10 @@ def cmd_verify(args) -> int:
         print(json.dumps({"images": images, "damaged": damaged}, indent=2, ensure_ascii=False))
     elif damaged:
         for entry in damaged:
-            print(f"DAMAGED image {entry['image']} ({entry['name']!r}) {entry['what']}: {entry['reason']}")
-        print(f"{len({e['image'] for e in damaged})} of {images} images damaged")
+            where = "" if entry["image"] is None else f" image {entry['image']} ({entry['name']!r})"
+            print(f"DAMAGED{where} {entry['what']}: {entry['reason']}")
+        print(f"{len({e['image'] for e in damaged} - {None})} of {images} images damaged"
+              + (", and the stored statistics" if any(e["image"] is None for e in damaged) else ""))
     else:
         print(f"ok: {images} images match their build-time CRC32s")
     return 2 if damaged else 0

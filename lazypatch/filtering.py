@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import functools
 import os
+import zlib
 
 import numpy as np
 
 from . import _format as fmt
 from . import _sidecar
 from ._geometry import check_edge
-from .errors import ParameterError, StoreFormatError
+from .errors import IntegrityError, ParameterError, StoreFormatError
 from .index import FilteredIndex, PatchIndex
 
 __all__ = ["foreground_filter", "load_filter", "otsu_threshold", "patch_fractions"]
@@ -202,14 +203,19 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
 
 def load_filter(store, path, base: PatchIndex) -> FilteredIndex:
     """The FilteredIndex of a filter sidecar, checked against the store and the grid."""
-    with _sidecar.open_checked(os.fspath(path), "filter", store) as f:
+    with _sidecar.open_checked(os.fspath(path), "filter", store) as f, \
+            fmt.damage_is_format_error(os.fspath(path), "the filter"):
         grid = (tuple(int(v) for v in f.attrs["patch_size"]), tuple(int(v) for v in f.attrs["stride"]),
                 fmt.text_attribute(f.attrs["edge"]))
         count = int(f["keep"].size)
+        stored = f["keep"].attrs.get("crc32")
     if grid != (base.patch_size, base.stride, base.edge):
         raise StoreFormatError(
             f"filter {os.fspath(path)!r} was computed for patch_size={grid[0]}, stride={grid[1]}, "
             f"edge={grid[2]!r}; the dataset uses {base.patch_size}, {base.stride}, {base.edge!r}"
         )
     source = functools.partial(_sidecar.mapped, os.fspath(path), "keep", np.uint8, count)
-    return FilteredIndex(base, source(), _source=source)
+    keep = source()
+    if stored is not None and zlib.crc32(keep) != int(stored):
+        raise IntegrityError(f"{os.fspath(path)!r} is damaged: its kept-patch bitmap differs from its CRC32")
+    return FilteredIndex(base, keep, _source=source)

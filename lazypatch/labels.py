@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from . import _format as fmt
 from . import _shuffle, _sidecar
 from ._geometry import axis_tuple, is_int
 from ._label_counts import STATS_GROUP, BlockCounter
@@ -124,9 +125,10 @@ class LabelStats:
                 f"no label statistics for {store.path!r}: write the store with label_stats=True, "
                 f"or run `lazypatch index {store.path} --labels` (looked for {path!r})"
             )
-        with _sidecar.open_checked(path, "labels", store) as f:
-            return cls(f.attrs["block"], *(f[k][()] for k in ("image_offsets", "blocks", "labels", "counts")),
-                       store.shapes)
+        with _sidecar.open_checked(path, "labels", store) as f, fmt.damage_is_format_error(path, "label statistics"):
+            arrays = [fmt.read_checked(f[k], path) for k in ("image_offsets", "blocks", "labels", "counts")]
+            block = f.attrs["block"]
+        return cls(block, *arrays, store.shapes)
 
 
 def _embedded(store):
@@ -137,7 +139,9 @@ def _embedded(store):
     block = np.asarray(groups[0].attrs["block"])
     if any(not np.array_equal(group.attrs["block"], block) for group in groups):
         return None  # shards counted with different blocks: use a sidecar
-    parts = {k: [group[k][()] for group in groups] for k in ("image_offsets", "blocks", "labels", "counts")}
+    with fmt.damage_is_format_error(store.path, "label statistics"):
+        parts = {k: [fmt.read_checked(group[k], path) for group, path in zip(groups, store.paths)]
+                 for k in ("image_offsets", "blocks", "labels", "counts")}
     offsets, base = [np.zeros(1, np.int64)], 0
     for part in parts["image_offsets"]:
         offsets.append(part[1:] + base)

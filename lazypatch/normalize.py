@@ -195,7 +195,7 @@ class ChannelStats:
         group = h5.create_group(GROUP)
         group.attrs["dtype"] = fmt.attribute(self.dtype.str)
         for name, array in self.arrays().items():
-            group.create_dataset(name, data=array, track_times=False)
+            fmt.write_checked(group, name, array)
 
     @classmethod
     def from_group(cls, group, channels: int, dtype, path: str) -> "ChannelStats":
@@ -203,7 +203,7 @@ class ChannelStats:
             found = fmt.text_attribute(group.attrs.get("dtype"))
             if found != np.dtype(dtype).str:
                 raise StoreFormatError(f"{path!r}: channel statistics are for {found}, the store is {dtype}")
-            arrays = {name: group[name][()] for name in group}
+            arrays = {name: fmt.read_checked(group[name], path) for name in group}
         if "hist" in arrays:
             return cls(channels, dtype, hist=arrays["hist"])
         return cls(channels, dtype, arrays.get("count"), arrays.get("sum"), arrays.get("sumsq"),

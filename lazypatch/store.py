@@ -707,7 +707,9 @@ class ImageStore:
         ``"pixels"``, ``"mask"`` or ``"info"`` for the name and meta - and
         ``reason``); an empty list means every byte is as written. Unreadable
         data (a failing chunk checksum, a truncated file) counts as damage.
-        A damaged names table names images by number only.
+        A damaged names table names images by number only. Statistics written
+        into the store (label and channel statistics) are checked too; their
+        damage has ``image`` and ``name`` None and ``what`` ``"statistics"``.
         """
         from tqdm import tqdm
 
@@ -736,6 +738,27 @@ class ImageStore:
         for entry in damaged:
             entry["name"] = names[entry["image"]]
         damaged.sort(key=lambda entry: entry["image"])
+        return damaged + self._verify_statistics()
+
+    def _verify_statistics(self) -> list:
+        """Damage to the statistics groups written into the store (CRC32 per dataset)."""
+        from ._label_counts import STATS_GROUP
+        from .normalize import GROUP
+
+        damaged = []
+        for number, shard in enumerate(self._shards):
+            h5 = self._get_handles(number).h5
+            for group_name in (STATS_GROUP, GROUP):
+                try:
+                    group = h5.get(group_name)
+                    for name in ([] if group is None else list(group)):
+                        reason = fmt.crc_damage(group[name], group[name][()])
+                        if reason is not None:
+                            damaged.append({"image": None, "name": None, "what": "statistics",
+                                            "reason": f"{shard.info.path}: {reason}"})
+                except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:
+                    damaged.append({"image": None, "name": None, "what": "statistics",
+                                    "reason": f"{shard.info.path}: {group_name} unreadable ({exc})"})
         return damaged
 
     def _verify_info(self) -> list:

@@ -97,6 +97,53 @@ def test_unmatched_masks_error_or_skip(folder, capsys):
     assert ImageStore(out).names == ["a_astronaut.png", "b/coffee.jpg", "d_rocket.npy"]
 
 
+def test_palette_masks_keep_their_labels(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "mask").mkdir()
+    label = (np.arange(40 * 60) // 300 % 21).astype(np.uint8).reshape(40, 60)  # VOC: 21 classes
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "img" / "a.png")
+    palette = Image.fromarray(label, mode="P")
+    palette.putpalette(list(np.random.default_rng(0).integers(0, 255, 768, dtype=np.uint8)))
+    palette.save(tmp_path / "mask" / "a.png")
+    colour = Image.fromarray(label, mode="P")
+    colour.putpalette(list(range(256)) * 3)
+    colour.save(tmp_path / "img" / "b.png")  # a palette image: its colours
+    Image.fromarray(label).save(tmp_path / "mask" / "b.png")
+    out = str(tmp_path / "s.h5")
+    assert main(["build", str(tmp_path / "img"), out, "--masks", str(tmp_path / "mask"), "--no-progress"]) == 0
+    store = ImageStore(out)
+    assert np.array_equal(store.read_mask(0), label)
+    assert np.array_equal(store.read(1), np.asarray(colour.convert("RGB")))
+
+
+def test_a_mask_named_by_several_images_is_an_error(tmp_path, capsys):
+    for folder in ("img/cat", "img/dog", "mask"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("img/cat/001.png", "img/dog/001.png", "img/dog/002.png", "mask/001.png", "mask/002.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
+    src, masks, out = str(tmp_path / "img"), str(tmp_path / "mask"), str(tmp_path / "s.h5")
+    assert main(["build", src, out, "--masks", masks]) == 1
+    err = capsys.readouterr().err
+    assert "0 image(s) without a mask, 0 with several and 2 sharing one" in err and "001.png" in err
+    assert not os.path.exists(out)
+    assert main(["build", src, out, "--masks", masks, "--allow-unmatched", "--no-progress"]) == 0
+    assert "1 mask(s) each named by several images, those images left out" in capsys.readouterr().out
+    assert ImageStore(out).names == ["dog/002.png"]
+
+
+def test_mirrored_mask_folders_pair_by_place(tmp_path):
+    for folder in ("img/s1", "img/s2", "mask/s1", "mask/s2"):
+        (tmp_path / folder).mkdir(parents=True)
+    for k, part in enumerate(("s1", "s2")):
+        Image.fromarray(np.full((8, 8), k, np.uint8)).save(tmp_path / "img" / part / "b.png")
+        Image.fromarray(np.full((8, 8), 10 + k, np.uint8)).save(tmp_path / "mask" / part / "b.png")
+    out = str(tmp_path / "s.h5")
+    assert main(["build", str(tmp_path / "img"), out, "--masks", str(tmp_path / "mask"), "--no-progress"]) == 0
+    store = ImageStore(out)
+    assert store.names == ["s1/b.png", "s2/b.png"]
+    assert [int(store.read_mask(k)[0, 0]) for k in range(2)] == [10, 11]
+
+
 def test_dry_run_writes_nothing(folder, capsys):
     out = folder / "dry.h5"
     assert main(["build", str(folder / "images"), str(out), "--dry-run", "--tile", "128"]) == 0
@@ -224,3 +271,16 @@ def test_hdf5plugin_codecs(tmp_path, codec):
     result = subprocess.run([sys.executable, "-c", script, store.path], capture_output=True, text=True)
     assert f"compression '{codec}' is an hdf5plugin codec: install it with `pip install hdf5plugin`" \
         in result.stdout
+
+
+def test_a_failed_shard_names_the_shards_written(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    for name in "abcd":
+        Image.fromarray(np.full((64, 64, 3), ord(name), np.uint8)).save(tmp_path / "src" / f"{name}.png")
+    data = (tmp_path / "src" / "d.png").read_bytes()
+    (tmp_path / "src" / "d.png").write_bytes(data[: len(data) // 2])  # the header still reads
+    assert main(["build", str(tmp_path / "src"), str(tmp_path / "s.h5"), "--shards", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and "d.png" in err
+    assert "the collection is incomplete: 1 of 2 shards were written" in err and "--shard-index 1" in err
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".h5")) == ["s-00000-of-00002.h5"]

@@ -119,3 +119,34 @@ def test_interrupt_leaves_no_temporary_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_store(tmp_path / "s.h5", images(), progress=False)
     assert os.listdir(tmp_path) == []
+
+
+FULL_DISK = r"""
+import os, resource, sys
+import numpy as np
+from lazypatch import write_store
+
+folder, layout = sys.argv[1], sys.argv[2]
+resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))  # files stop growing at 4 MiB
+
+def images():
+    rng = np.random.default_rng(0)
+    for k in range(16):
+        yield rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+
+try:
+    write_store(os.path.join(folder, "s.h5"), images(), layout=layout, progress=False)
+except OSError as exc:
+    print("OSError", exc.errno)
+"""
+
+
+@pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
+def test_a_full_disk_is_a_clean_error(tmp_path, layout):
+    # a file-size limit fails writes as a full disk does (EFBIG instead of ENOSPC); after
+    # such a failure h5py's close used to raise again and the interpreter crash
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path), layout],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "OSError 27"
+    assert os.listdir(tmp_path) == []

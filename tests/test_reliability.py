@@ -92,6 +92,61 @@ def test_mask_and_info_damage(tmp_path):
     assert (1, "mask") in found and any(what == "info" for _, what in found)
 
 
+def test_statistics_and_sidecars_are_checked(tmp_path, capsys):
+    from lazypatch.filtering import foreground_filter
+    from lazypatch.labels import LabelStats
+    from lazypatch.normalize import ChannelStats
+
+    images = images_for(SHAPES, dtype=np.uint8)
+    path = str(tmp_path / "s.h5")
+    store = write_store(path, images, masks=masks_for(images), tile=16, label_stats=True,
+                        channel_stats=True, progress=False)
+    clean = str(tmp_path / "clean.h5")
+    shutil.copy(path, clean)
+    sidecars = [LabelStats.compute(ImageStore(clean)).write_sidecar(ImageStore(clean)),
+                ChannelStats.compute(ImageStore(clean)).write_sidecar(ImageStore(clean)),
+                foreground_filter(ImageStore(clean), 8, threshold=0.3)]
+    store.close()
+    with h5py.File(path, "r") as f:
+        hist, counts = f["channel_stats/hist"], f["label_stats/counts"]
+        offsets = [hist.id.get_offset() + 1 * hist.shape[1] * 8 + 3 * 8, counts.id.get_offset() + 8]
+    for offset in offsets:
+        flip(path, offset, 0x01)
+    damaged = ImageStore(path).verify(progress=False)
+    assert [(d["image"], d["what"]) for d in damaged] == [(None, "statistics")] * 2
+    assert "channel_stats/hist: CRC32" in damaged[1]["reason"]
+    assert main(["verify", path, "--no-progress"]) == 2
+    assert "0 of 4 images damaged, and the stored statistics" in capsys.readouterr().out
+    with pytest.raises(IntegrityError, match="channel_stats/hist: CRC32"):
+        ChannelStats.open(ImageStore(path))
+    with pytest.raises(IntegrityError, match="label_stats/counts: CRC32"):
+        LabelStats.open(ImageStore(path))
+    # sidecars: a flipped data byte is an IntegrityError, damaged metadata a StoreFormatError
+    rng = np.random.default_rng(7)
+    opened = [lambda p: LabelStats.open(ImageStore(clean), p), lambda p: ChannelStats.open(ImageStore(clean), p),
+              lambda p: PatchDataset(ImageStore(clean), 8, filter=p)]
+    for sidecar, load in zip(sidecars, opened):
+        load(sidecar)
+        size = os.path.getsize(sidecar)
+        for trial in range(12):
+            mutant = str(tmp_path / f"mutant{trial}.h5")
+            shutil.copy(sidecar, mutant)
+            flip(mutant, int(rng.integers(0, size)), 1 << int(rng.integers(0, 8)))
+            try:
+                load(mutant)
+            except (IntegrityError, StoreFormatError):
+                pass
+            os.remove(mutant)
+        with h5py.File(sidecar, "r") as f:
+            data = f["keep"] if "keep" in f else f[next(name for name in f if f[name].size)]
+            offset = data.id.get_offset()
+        mutant = str(tmp_path / "data.h5")
+        shutil.copy(sidecar, mutant)
+        flip(mutant, offset, 0x01)
+        with pytest.raises(IntegrityError, match="CRC32"):
+            load(mutant)
+
+
 def test_fletcher32_damage_names_image_and_patch(tmp_path):
     images = images_for(SHAPES, channels=1, dtype=np.uint8)
     path = tmp_path / "c.h5"
@@ -199,6 +254,10 @@ def _pixels_past_end(f, folder):
     f["tile_offsets"] = offsets
 
 
+def _channel_axis(f, folder):
+    f.attrs.modify("channel_axis", False)  # the store has 3 channels
+
+
 CRAFTED = [
     (_external_link, r"'crc32' is a ExternalLink; a store only holds its own data"),
     (_soft_link, r"'crc32' is a SoftLink"),
@@ -208,6 +267,7 @@ CRAFTED = [
     (_offsets, r"'tile_offsets' disagrees with the image shapes"),
     (_huge_shape, r"'shapes' holds impossible image sizes"),
     (_pixels_past_end, r"'pixels' has shape"),
+    (_channel_axis, r"bad header \(channels=3 without a channel axis\)"),
 ]
 
 
