@@ -14,6 +14,7 @@ Three ways to read, from most compatible to fastest:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -27,6 +28,7 @@ from ._geometry import is_int
 from .errors import IntegrityError, ParameterError, ParameterTypeError
 from .index import PatchIndex, as_int_array
 from ._samples import SampleList, collate, make_samples
+from ._readers import page_aligned
 from .store import ImageStore, check_pad
 
 __all__ = ["PatchDataset", "collate"]  # collate lives in _samples
@@ -41,7 +43,8 @@ class _BufferPool:
     the allocator and costs one page fault per 4 KiB on first write (about as
     much as the copy itself, measured). A buffer is handed out again only when
     its reference count shows that no tensor or array made from it is alive,
-    so callers cannot tell it from fresh memory.
+    so callers cannot tell it from fresh memory. Buffers start on a page
+    (NOTE [page-aligned buffers] in _readers).
     """
 
     def __init__(self, limit: int = _POOL_BYTES):
@@ -51,13 +54,14 @@ class _BufferPool:
 
     def take(self, shape, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         with self._lock:
             for buffer in self._buffers:
-                # three references: the list, this loop variable, getrefcount's argument
-                if buffer.nbytes == nbytes and sys.getrefcount(buffer) == 3:
+                # every array made from it holds its allocation (``base``): two references
+                # (``buffer``, getrefcount's argument) mean none is alive
+                if buffer.nbytes == nbytes and sys.getrefcount(buffer.base) == 2:
                     return buffer.view(dtype).reshape(shape)
-            buffer = np.empty(nbytes, np.uint8)
+            buffer = page_aligned((nbytes,), np.uint8)
             if sum(b.nbytes for b in self._buffers) + nbytes <= self._limit:
                 self._buffers.append(buffer)
             return buffer.view(dtype).reshape(shape)
@@ -265,7 +269,7 @@ class PatchDataset(Dataset):
 
     def _read(self, indices) -> dict:
         flat = self._flat(indices)
-        local, origins = self.index.locate(flat)
+        local, origins = self.index.locate_normalized(flat)
         image_ids = self._store_ids(local)
         store = self.store
         count = flat.size
@@ -296,7 +300,7 @@ class PatchDataset(Dataset):
         indices before reading the current one, and the disk works meanwhile.
         """
         flat = self._flat(indices)
-        local, origins = self.index.locate(flat)
+        local, origins = self.index.locate_normalized(flat)
         self.store.prefetch_unchecked(self._store_ids(local), origins, self.patch_size)
 
     def read_batch(self, indices) -> dict:

@@ -219,7 +219,10 @@ class PatchIndex:
         """
         if is_int(flat):
             return self._locate_scalar(int(flat))
-        flat = self.normalize(flat)
+        return self.locate_normalized(self.normalize(flat))
+
+    def locate_normalized(self, flat: np.ndarray):
+        """:meth:`locate` of int64 numbers already in ``[0, len)`` (see :meth:`normalize`)."""
         image_ids = self._find_images(flat)
         local = flat - self._bounds[image_ids]
         return image_ids, self._origins(image_ids, local)
@@ -511,7 +514,10 @@ class FilteredIndex:
         if is_int(flat):
             image_ids, origins = self.locate(np.asarray([flat]))
             return int(image_ids[0]), tuple(origins[0].tolist())
-        flat = self.normalize(flat)
+        return self.locate_normalized(self.normalize(flat))
+
+    def locate_normalized(self, flat: np.ndarray):
+        """:meth:`locate` of int64 numbers already in ``[0, len)`` (see :meth:`normalize`)."""
         shape = flat.shape
         flat = flat.reshape(-1)
         image_ids = np.searchsorted(self._bounds[1:], flat, side="right")

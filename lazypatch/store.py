@@ -523,7 +523,7 @@ class ImageStore:
         origin, size = self._check_box(origin, size)
         pad = check_pad(pad_value, self.dtype)
         out = self._out(out, size + (self.channels,), self.dtype)
-        planar = np.empty((self.channels,) + size, self.dtype)
+        planar = _readers.page_aligned((self.channels,) + size, self.dtype)
         self.read_box_unchecked(image_id, origin, size, planar, None, pad, 0)
         out[...] = np.moveaxis(planar, 0, -1)
         return out
@@ -574,7 +574,7 @@ class ImageStore:
         ids, origins, size = self._check_batch(image_ids, origins, size)
         pad = check_pad(pad_value, self.dtype)
         out = self._out(out, (ids.size,) + size + (self.channels,), self.dtype)
-        planar = np.empty((ids.size, self.channels) + size, self.dtype)
+        planar = _readers.page_aligned((ids.size, self.channels) + size, self.dtype)
         self.read_batch_unchecked(ids, origins, size, planar, None, pad, 0)
         out[...] = np.moveaxis(planar, 1, -1)
         return out
@@ -585,7 +585,8 @@ class ImageStore:
         ids, origins, size = self._check_batch(image_ids, origins, size)
         pad = check_pad(pad_value, self.mask_dtype)
         out = self._out(out, (ids.size,) + size, self.mask_dtype)
-        target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+        aligned = out.flags.c_contiguous and out.ctypes.data % _readers.PAGE == 0
+        target = out if aligned else _readers.page_aligned(out.shape, out.dtype)  # NOTE [page-aligned buffers]
         self.read_batch_unchecked(ids, origins, size, None, target, 0, pad)
         if target is not out:
             out[...] = target
@@ -607,8 +608,9 @@ class ImageStore:
         for number in np.unique(shards).tolist():
             where = np.flatnonzero(shards == number)
             local = image_ids[where] - self._starts_list[number]
-            part = None if out is None else np.empty((where.size,) + out.shape[1:], out.dtype)
-            mask_part = None if mask_out is None else np.empty((where.size,) + mask_out.shape[1:], mask_out.dtype)
+            part = None if out is None else _readers.page_aligned((where.size,) + out.shape[1:], out.dtype)
+            mask_part = None if mask_out is None else _readers.page_aligned(
+                (where.size,) + mask_out.shape[1:], mask_out.dtype)
             self._read_shard(number, local, origins[where], size, part, mask_part, pad, mask_pad, interior)
             if out is not None:
                 out[where] = part

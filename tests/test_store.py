@@ -337,3 +337,28 @@ def test_out_arrays_of_any_layout_are_filled(make_store, layout, io):
     frozen.flags.writeable = False
     with pytest.raises(ParameterError, match="out must be a writable array"):
         store.read_mask_regions([0] * 3, origins, (8, 8), out=frozen)
+
+
+@pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
+def test_pixels_start_on_a_page_and_batches_are_page_aligned(make_store, layout):
+    # NOTE [page-aligned data] and [page-aligned buffers]: a 12 KiB tile is 3 pages, and
+    # records copy into destinations at the same offset in a page (see _readers)
+    from lazypatch import PatchDataset
+
+    images = make_images([(256, 256)] * 6, np.uint8, 3)
+    masks = [(image[..., 0] % 5).astype(np.uint8) for image in images]
+    store = make_store(images, masks=masks, layout=layout)
+    with h5py.File(store.path, "r") as f:
+        for name in ("pixels", "masks"):
+            offset = f[name].id.get_offset()
+            if layout == "chunked":  # one chunk per tile, packed: no page of padding each
+                assert offset is None and os.path.getsize(store.path) < 1.1 * sum(i.nbytes * 4 / 3 for i in images)
+            else:
+                assert offset % 4096 == 0
+    batch = PatchDataset(store, 64).read_batch(range(40))
+    assert batch["image"].data_ptr() % 4096 == 0 and batch["mask"].data_ptr() % 4096 == 0
+    origins = [(0, 0), (64, 128), (192, 64)]
+    expected = [patch_oracle(masks[2], o, (64, 64)) for o in origins]
+    unaligned = np.zeros(3 * 64 * 64 + 16, np.uint8)[16:].reshape(3, 64, 64)
+    assert store.read_mask_regions([2] * 3, origins, (64, 64), out=unaligned) is unaligned
+    assert all(np.array_equal(unaligned[j], expected[j]) for j in range(3))
