@@ -44,7 +44,11 @@ class _BufferPool:
     much as the copy itself, measured). A buffer is handed out again only when
     its reference count shows that no tensor or array made from it is alive,
     so callers cannot tell it from fresh memory. Buffers start on a page
-    (NOTE [page-aligned buffers] in _readers).
+    (NOTE [page-aligned buffers] in _readers). The pool keeps 64 MiB, or
+    three buffers of the size asked when that is more (the batch being
+    read, the one the caller still holds, a spare): a batch of 256 patches
+    of 64^3 uint16 is 128 MiB, and reading it into fresh memory took 24.4
+    against 12.7 ms.
     """
 
     def __init__(self, limit: int = _POOL_BYTES):
@@ -62,7 +66,7 @@ class _BufferPool:
                 if buffer.nbytes == nbytes and sys.getrefcount(buffer.base) == 2:
                     return buffer.view(dtype).reshape(shape)
             buffer = page_aligned((nbytes,), np.uint8)
-            if sum(b.nbytes for b in self._buffers) + nbytes <= self._limit:
+            if sum(b.nbytes for b in self._buffers) + nbytes <= max(self._limit, 3 * nbytes):
                 self._buffers.append(buffer)
             return buffer.view(dtype).reshape(shape)
 

@@ -191,6 +191,26 @@ def test_batches_are_contiguous_and_collate_is_exact(source):
     assert torch.equal(collate([{"image": f} for f in flipped])["image"], torch.stack(flipped))
 
 
+def test_batch_buffers_are_reused_only_when_released():
+    from lazypatch.dataset import _BufferPool
+
+    pool = _BufferPool(limit=1 << 20)
+    first = torch.from_numpy(pool.take((2, 64 << 20), np.uint8))  # 128 MiB, over the limit
+    assert first.data_ptr() % 4096 == 0
+    second = pool.take((2, 64 << 20), np.uint8)  # the first is still held: fresh memory
+    assert second.ctypes.data != first.data_ptr()
+    address = first.data_ptr()
+    del first
+    third = pool.take((2, 64 << 20), np.uint8)
+    assert third.ctypes.data == address  # kept although large
+    view, held = second[1, :10], second.ctypes.data
+    del second
+    fourth = pool.take((2, 64 << 20), np.uint8)  # the third is held, and a view holds the second
+    assert fourth.ctypes.data not in (address, held)
+    del view
+    assert pool.take((2, 64 << 20), np.uint8).ctypes.data == held
+
+
 def test_prefetch_is_harmless(source):
     images, _, store, _ = source
     for io in ("auto", "pread", "mmap"):
