@@ -228,33 +228,73 @@ def create_h5(path: str):
     fapl.set_alignment(ALIGN_THRESHOLD, PAGE_ALIGNMENT)  # NOTE [page-aligned data]
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     fcpl.set_attr_phase_change(MAX_COMPACT_ATTRIBUTES, MAX_COMPACT_ATTRIBUTES - 8)
-    return h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=fapl, fcpl=fcpl))
+    h5 = h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=fapl, fcpl=fcpl))
+    h5.lazypatch_descriptor = h5.id.get_vfd_handle()  # for discard_h5, while the file is whole
+    return h5
 
 
-def discard_h5(h5) -> None:
+def discard_h5(h5, path: str, *holders) -> None:
     """Close an HDF5 file being thrown away, whatever state a failed write left it in.
 
     NOTE [discarding on a full disk]: after a write fails (ENOSPC, EFBIG), h5py's
     close raises while HDF5 flushes its cache, and the half-closed file then
-    crashes the interpreter when it is freed (found by a disk-full test). Its
-    descriptor is first pointed at /dev/null, so the last flush succeeds and
-    the close is clean; the file itself is removed by the caller.
+    crashes the interpreter when it is freed, or when asked for its descriptor
+    (found by disk-full tests). The descriptor, noted when the file was created
+    (``create_h5``), is pointed at /dev/null first (when it still is ``path``'s),
+    so the last flushes succeed and the close is clean. If the file cannot be
+    closed cleanly, it and ``holders`` (h5py objects of it: datasets) are kept
+    alive for good rather than freed. The file itself is removed by the caller.
     """
-    if h5 is None or not h5.id.valid:
+    if h5 is None:
         return
+    descriptor = getattr(h5, "lazypatch_descriptor", None)
     try:
-        descriptor = h5.id.get_vfd_handle()
+        ours = descriptor is not None and os.path.samestat(os.fstat(descriptor), os.stat(path))
+    except OSError:
+        ours = False
+    if ours:
         spare = os.open(os.devnull, os.O_RDWR)
         try:
             os.dup2(spare, descriptor)
         finally:
             os.close(spare)
-    except (OSError, ValueError, TypeError, RuntimeError):  # another driver: close as it is
-        pass
     try:
-        h5.close()
-    except Exception:  # pragma: no cover - the file is being removed: nothing left to save
+        if h5.id.valid:
+            h5.close()
+            return
+    except Exception:  # the file is being removed: nothing left to save
         pass
+    _ABANDONED.append((h5, holders))  # half-closed: freeing it would crash the interpreter
+
+
+_ABANDONED = []  # h5py files whose close failed (see discard_h5)
+
+
+def write_dataset(group, name: str, data, checksum: bool = False):
+    """A new dataset holding ``data``, written through to the file now.
+
+    HDF5 holds small writes in a buffer flushed when the dataset is freed,
+    where h5py ignores errors: a full disk would go unnoticed and the file be
+    published damaged. Flushing here raises them. ``checksum``: the CRC32 of
+    the bytes as attribute ``crc32`` (statistics, sidecars; see read_checked).
+    """
+    import zlib
+
+    data = np.ascontiguousarray(data)
+    dataset = group.create_dataset(name, data=data, track_times=False)
+    if checksum:
+        dataset.attrs["crc32"] = np.uint32(zlib.crc32(data.tobytes()))
+    flush(dataset, repr(name))
+    return dataset
+
+
+def flush(h5_object, what: str) -> None:
+    """Flush an h5py file or dataset; a failed write is an OSError (h5py says RuntimeError)."""
+    try:
+        h5_object.flush()
+    except RuntimeError as exc:  # ENOSPC, EFBIG, EIO
+        code = re.search(r"errno = (\d+)", str(exc))
+        raise OSError(int(code.group(1)) if code else errno.EIO, f"cannot write {what}: {exc}") from exc
 
 
 def open_h5(path: str, locking=None):
@@ -387,15 +427,6 @@ def read_store_info(path, locking=None) -> StoreInfo:
     stat = os.stat(path)
     with open_h5(path, locking) as f, damage_is_format_error(path):
         return _describe(f, path, stat)
-
-
-def write_checked(group, name: str, data) -> None:
-    """A dataset with the CRC32 of its bytes as attribute ``crc32`` (statistics, sidecars)."""
-    import zlib
-
-    data = np.ascontiguousarray(data)
-    dataset = group.create_dataset(name, data=data, track_times=False)
-    dataset.attrs["crc32"] = np.uint32(zlib.crc32(data.tobytes()))
 
 
 def crc_damage(dataset, data) -> str | None:

@@ -50,14 +50,15 @@ def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
         for key, value in attrs.items():
             f.attrs[key] = fmt.attribute(value)
         for name, array in arrays.items():
-            fmt.write_checked(f, name, array)
+            fmt.write_dataset(f, name, array, checksum=True)
+        fmt.flush(f, tmp)
         f.close()
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_folder(path)
     except BaseException:
-        fmt.discard_h5(f)
+        fmt.discard_h5(f, tmp)
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise

@@ -395,8 +395,8 @@ class Builder:
             array.dataset = self.h5.create_dataset(
                 name, shape=(known,) + array.record_shape, maxshape=(None,) + array.record_shape,
                 dtype=dtype, chunks=(1,) + array.record_shape, fletcher32=self.checksum,
-                track_times=False, **codec,
-            )
+                track_times=False, rdcc_nbytes=0, **codec,  # whole chunks are written: no cache,
+            )  # so a full disk fails the write itself (NOTE [discarding on a full disk] in _format)
         elif self.planned is not None:
             array.fd = self.fd
             array.base = self._reserve(name, array, self._total_records(self.planned, array))
@@ -525,32 +525,31 @@ class Builder:
                 _copy_range(array.fd, self.fd, records * array.record_bytes, base)
         shapes = np.asarray(self.shapes, dtype=np.int64).reshape(-1, self.ndim)
         h5 = self.h5
-        h5.create_dataset(fmt.D_SHAPES, data=shapes, track_times=False)
+        fmt.write_dataset(h5, fmt.D_SHAPES, shapes)
         offsets = fmt.extent_offsets(shapes, self.layout, self.tile or 1)
         offsets_name = fmt.D_PIXEL_OFFSETS if self.layout == "contiguous" else fmt.D_TILE_OFFSETS
-        h5.create_dataset(offsets_name, data=offsets, track_times=False)
-        h5.create_dataset(fmt.D_CRC, data=np.asarray(self.crcs, dtype=np.uint32), track_times=False)
+        fmt.write_dataset(h5, offsets_name, offsets)
+        fmt.write_dataset(h5, fmt.D_CRC, np.asarray(self.crcs, dtype=np.uint32))
         if self.masks is not None:
-            h5.create_dataset(fmt.D_MASK_CRC, data=np.asarray(self.mask_crcs, dtype=np.uint32),
-                              track_times=False)
+            fmt.write_dataset(h5, fmt.D_MASK_CRC, np.asarray(self.mask_crcs, dtype=np.uint32))
         if self.label_block is not None and self.masks is not None:
             from ._label_counts import STATS_GROUP
 
             group = h5.create_group(STATS_GROUP)
             group.attrs["block"] = np.asarray(self.label_block, dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum([len(rows[0]) for rows in self.label_rows])])
-            fmt.write_checked(group, "image_offsets", offsets.astype(np.int64))
+            fmt.write_dataset(group, "image_offsets", offsets.astype(np.int64), checksum=True)
             for k, name in enumerate(("blocks", "labels", "counts")):
                 data = np.concatenate([rows[k] for rows in self.label_rows]) if self.label_rows else []
-                fmt.write_checked(group, name, np.asarray(data, dtype=np.int64))
+                fmt.write_dataset(group, name, np.asarray(data, dtype=np.int64), checksum=True)
         if self.channel_stats is not None:
             self.channel_stats.write_group(h5)
         for name, texts in ((fmt.D_NAMES, self.names), (fmt.D_META, self.metas)):
             blob, offsets = fmt.pack_texts(texts)
-            h5.create_dataset(name, data=blob, track_times=False)
-            h5.create_dataset(fmt.TEXTS[name], data=offsets, track_times=False)
+            fmt.write_dataset(h5, name, blob)
+            fmt.write_dataset(h5, fmt.TEXTS[name], offsets)
         info_crcs = [fmt.info_crc(n, m) for n, m in zip(self.names, self.metas)]
-        h5.create_dataset(fmt.D_INFO_CRC, data=np.asarray(info_crcs, dtype=np.uint32), track_times=False)
+        fmt.write_dataset(h5, fmt.D_INFO_CRC, np.asarray(info_crcs, dtype=np.uint32))
         attrs = {
             fmt.A_FORMAT: fmt.FORMAT_NAME,
             fmt.A_VERSION: fmt.FORMAT_VERSION,
@@ -572,6 +571,7 @@ class Builder:
             attrs[fmt.A_PROVENANCE] = self.provenance
         for key, value in attrs.items():
             h5.attrs[key] = fmt.attribute(value)
+        fmt.flush(h5, self.tmp_path)  # a full disk fails here, on a whole file, not half-way through close()
         h5.close()
         os.fsync(self.fd)
         self.close()
@@ -584,7 +584,8 @@ class Builder:
         """
         self._checksums.close()
         if failed:
-            fmt.discard_h5(self.h5)
+            datasets = [a.dataset for a in (self.pixels, self.masks) if a is not None and a.dataset is not None]
+            fmt.discard_h5(self.h5, self.tmp_path, *datasets)
         elif self.h5 is not None and self.h5.id.valid:
             self.h5.close()
         self.h5 = None

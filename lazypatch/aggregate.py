@@ -22,6 +22,7 @@ import weakref
 
 import numpy as np
 
+from . import _format as fmt
 from ._geometry import check_edge, is_int
 from .errors import ParameterError, ParameterTypeError, StoreExistsError
 from .index import PatchIndex, as_int_array
@@ -46,11 +47,12 @@ def _window(mode: str, size: int, sigma_scale: float) -> np.ndarray:
     return np.maximum(window, _FLOOR)
 
 
-def _discard(h5, path: str) -> None:
-    """Close and remove an unpublished out file."""
-    from ._format import discard_h5
-
-    discard_h5(h5)
+def _discard(h5, path: str, pid: int) -> None:
+    """Close and remove an unpublished out file (in the process that made it: a forked
+    child exiting must not remove its parent's file)."""
+    if os.getpid() != pid:
+        return
+    fmt.discard_h5(h5, path)
     if os.path.exists(path):
         os.unlink(path)
 
@@ -163,7 +165,6 @@ class PatchAggregator:
 
     # -- the out file ----------------------------------------------------------------------
     def _open_out(self, path: str, overwrite: bool) -> None:
-        import h5py
 
         folder, base = os.path.split(os.path.abspath(path))
         if not os.path.isdir(folder):
@@ -177,9 +178,14 @@ class PatchAggregator:
             raise StoreExistsError(f"out {path!r} exists; pass overwrite=True to replace it")
         self._out_path = path
         self._tmp_path = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
-        self._h5 = h5py.File(self._tmp_path, "w")
+        try:
+            self._h5 = fmt.create_h5(self._tmp_path)
+        except BaseException:  # a full disk can fail it after the file exists
+            if os.path.exists(self._tmp_path):
+                os.unlink(self._tmp_path)
+            raise
         # an aggregator dropped without close() (or an exit) leaves no temporary file behind
-        self._discard = weakref.finalize(self, _discard, self._h5, self._tmp_path)
+        self._discard = weakref.finalize(self, _discard, self._h5, self._tmp_path, os.getpid())
         self._h5.attrs["lazypatch_predictions"] = 1
         self._h5.attrs["patch_size"] = self.patch_size
         self._h5.attrs["stride"] = self.stride
@@ -194,12 +200,18 @@ class PatchAggregator:
         if self._h5 is not None:
             from ._write import fsync_folder
 
+            try:
+                fmt.flush(self._h5, self._tmp_path)
+                self._h5.close()
+                with open(self._tmp_path, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(self._tmp_path, self._out_path)
+            except BaseException:  # a full disk: the temporary file goes, the error stays
+                self._h5 = None
+                self._discard()
+                raise
             self._discard.detach()
-            self._h5.close()
             self._h5 = None
-            with open(self._tmp_path, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self._tmp_path, self._out_path)
             fsync_folder(self._out_path)
             self._warn_incomplete()
 
@@ -377,7 +389,7 @@ class PatchAggregator:
         result = np.divide(sums, weight, out=sums)
         if self._h5 is not None:
             image_id = int(self.image_ids[image])
-            self._h5["predictions"].create_dataset(str(image_id), data=result)
+            fmt.write_dataset(self._h5["predictions"], str(image_id), result)
             self._uncovered[image_id] = int(uncovered.sum())
             self._done[image] = True
         else:

@@ -195,7 +195,7 @@ class ChannelStats:
         group = h5.create_group(GROUP)
         group.attrs["dtype"] = fmt.attribute(self.dtype.str)
         for name, array in self.arrays().items():
-            fmt.write_checked(group, name, array)
+            fmt.write_dataset(group, name, array, checksum=True)
 
     @classmethod
     def from_group(cls, group, channels: int, dtype, path: str) -> "ChannelStats":

@@ -207,6 +207,21 @@ def test_an_unclosed_out_file_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_forked_child_leaves_the_parents_out_file_alone(tmp_path):
+    agg = PatchAggregator([(10, 10)], 5, out=tmp_path / "preds.h5")
+    pid = os.fork()
+    if pid == 0:  # a child that exits normally runs the finalizers it inherited
+        try:
+            del agg
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    ids, origins = agg.index.locate(np.arange(len(agg.index)))
+    agg.add(np.ones((len(ids), 1, 5, 5)), ids, origins)
+    agg.close()
+    assert os.listdir(tmp_path) == ["preds.h5"]
+
+
 def test_errors_name_the_store_image_ids_of_a_subset():
     agg = PatchAggregator([(10, 10), (20, 20), (30, 30)], 5, image_ids=[2, 1])
     with pytest.raises(ValueError, match=r"origin \(1, 1\) of image 2 is not on the grid"):

@@ -125,28 +125,44 @@ FULL_DISK = r"""
 import os, resource, sys
 import numpy as np
 from lazypatch import write_store
+from lazypatch.filtering import foreground_filter
 
 folder, layout = sys.argv[1], sys.argv[2]
-resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))  # files stop growing at 4 MiB
-
-def images():
-    rng = np.random.default_rng(0)
-    for k in range(16):
-        yield rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
-
-try:
-    write_store(os.path.join(folder, "s.h5"), images(), layout=layout, progress=False)
-except OSError as exc:
-    print("OSError", exc.errno)
+rng = np.random.default_rng(0)
+images = [rng.integers(0, 255, (300, 300, 3), dtype=np.uint8) for _ in range(4)]
+masks = [rng.integers(0, 5, (300, 300), dtype=np.uint8) for _ in range(4)]
+options = dict(masks=masks, layout=layout, label_stats=True, channel_stats=True, progress=False)
+whole = write_store(os.path.join(folder, "whole.h5"), images, **options)
+size = os.path.getsize(whole.path)
+unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+# a file-size limit fails writes as a full disk does (EFBIG instead of ENOSPC): while images
+# are added, and at each step of finishing (tables, statistics, metadata, close)
+for limit in [size // 4, size // 2] + [size - k * 4096 for k in range(1, 7)]:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, unlimited))
+    try:
+        write_store(os.path.join(folder, "s.h5"), images, **options)
+        print("written", limit)
+    except OSError as exc:
+        print("OSError", exc.errno)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (unlimited, unlimited))
+for limit in (800, 1200, 1600, 2000, 2400):  # a sidecar (about 2.7 KB) failing at each step
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, unlimited))
+    try:
+        foreground_filter(whole, 8, threshold=0.3, path=os.path.join(folder, "big", "f.h5"))
+        print("sidecar written", limit)
+    except OSError as exc:
+        print("sidecar OSError", exc.errno)
 """
 
 
 @pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
 def test_a_full_disk_is_a_clean_error(tmp_path, layout):
-    # a file-size limit fails writes as a full disk does (EFBIG instead of ENOSPC); after
-    # such a failure h5py's close used to raise again and the interpreter crash
+    # after a failed write h5py's close raised again, and the half-closed file crashed the
+    # interpreter when freed (NOTE [discarding on a full disk] in _format)
+    (tmp_path / "big").mkdir()
     done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path), layout],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "OSError 27"
-    assert os.listdir(tmp_path) == []
+    assert done.stdout.split("\n") == ["OSError 27"] * 8 + ["sidecar OSError 27"] * 5 + [""]
+    assert sorted(os.listdir(tmp_path)) == ["big", "whole.h5"]  # nothing half-written
+    assert os.listdir(tmp_path / "big") == []
