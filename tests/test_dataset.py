@@ -209,6 +209,11 @@ def test_batch_buffers_are_reused_only_when_released():
     assert fourth.ctypes.data not in (address, held)
     del view
     assert pool.take((2, 64 << 20), np.uint8).ctypes.data == held
+    # idle large buffers make room for a new size; held ones stay
+    del third, fourth
+    small = pool.take((4, 1 << 20), np.uint8)
+    assert [b.nbytes for b in pool._buffers] == [4 << 20]
+    assert pool.take((4, 1 << 20), np.uint8).ctypes.data != small.ctypes.data
 
 
 def test_prefetch_is_harmless(source):
