@@ -195,6 +195,9 @@ class PatchAggregator:
 
     def close(self) -> None:
         """Finish every image still in flight and publish the out file (if any)."""
+        self._close()
+
+    def _close(self) -> None:  # close() and __exit__ both call it: warnings name their caller
         for local in list(self._sums):
             self._finish(local)
         if self._h5 is not None:
@@ -227,14 +230,14 @@ class PatchAggregator:
                              f"no patch and are NaN (image {first}: {holes[first]})")
             if missing:
                 parts.append(f"{missing} images received no patch and are not in the file")
-            warnings.warn(f"{self._out_path}: " + "; ".join(parts), RuntimeWarning, stacklevel=3)
+            warnings.warn(f"{self._out_path}: " + "; ".join(parts), RuntimeWarning, stacklevel=4)
 
     def __enter__(self) -> "PatchAggregator":
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
-            self.close()
+            self._close()
         elif self._h5 is not None:  # an error: leave no half-written file behind
             self._h5 = None
             self._discard()

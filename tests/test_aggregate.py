@@ -192,8 +192,13 @@ def test_closing_an_incomplete_out_file_warns(tmp_path):
     agg = PatchAggregator([(10, 10), (10, 10)], 5, out=out)
     agg.add(np.ones((1, 1, 5, 5)), [0], [(0, 0)])
     with pytest.warns(RuntimeWarning, match=r"75 pixels of 1 images are covered by no patch and are NaN "
-                                            r"\(image 0: 75\); 1 images received no patch"):
+                                            r"\(image 0: 75\); 1 images received no patch") as caught:
         agg.close()
+    assert caught[0].filename == __file__  # the warning names the caller's line
+    with pytest.warns(RuntimeWarning, match="1 images received no patch") as caught:
+        with PatchAggregator([(10, 10), (10, 10)], 5, out=tmp_path / "other.h5") as other:
+            other.add(np.ones((4, 1, 5, 5)), [0] * 4, [(0, 0), (0, 5), (5, 0), (5, 5)])
+    assert caught[0].filename == __file__
     with h5py.File(out, "r") as f:
         assert np.isnan(f["predictions"]["0"][()]).sum() == 75
         assert list(f["predictions"]) == ["0"]
