@@ -429,18 +429,15 @@ def read_store_info(path, locking=None) -> StoreInfo:
         return _describe(f, path, stat)
 
 
-def crc_damage(dataset, data) -> str | None:
-    """Why ``data``, read from ``dataset``, differs from its stored CRC32, or None.
-
-    Datasets written before CRC32s were kept (no ``crc32`` attribute) pass.
-    """
+def crc_damage(name: str, stored, data) -> str | None:
+    """Why ``data`` differs from the CRC32 ``stored`` with it (a dataset's ``crc32``
+    attribute), or None. Datasets written before CRC32s were kept (None) pass."""
     import zlib
 
-    stored = dataset.attrs.get("crc32")
     if stored is None:
         return None
-    crc = zlib.crc32(np.ascontiguousarray(data).tobytes())
-    return None if crc == int(stored) else f"{dataset.name}: CRC32 {crc:08x}, stored {int(stored):08x}"
+    crc = zlib.crc32(np.ascontiguousarray(data))
+    return None if crc == int(stored) else f"{name}: CRC32 {crc:08x}, stored {int(stored):08x}"
 
 
 def read_checked(dataset, path: str) -> np.ndarray:
@@ -448,10 +445,14 @@ def read_checked(dataset, path: str) -> np.ndarray:
     from .errors import IntegrityError
 
     data = dataset[()]
-    damage = crc_damage(dataset, data)
+    damage = crc_damage(dataset.name, dataset.attrs.get("crc32"), data)
     if damage is not None:
         raise IntegrityError(f"{path!r} is damaged: {damage}")
     return data
+
+
+# what h5py raises on damaged metadata, depending on where the damage is met
+H5_DAMAGE = (KeyError, RuntimeError, ValueError, TypeError, OSError, IndexError, OverflowError)
 
 
 @contextmanager
@@ -465,7 +466,7 @@ def damage_is_format_error(path: str, what: str = "its HDF5 structure"):
         yield
     except LazypatchError:
         raise
-    except (KeyError, RuntimeError, ValueError, TypeError, OSError, IndexError, OverflowError) as exc:
+    except H5_DAMAGE as exc:
         raise StoreFormatError(f"{path!r} is damaged: {what} cannot be read ({exc})") from exc
 
 

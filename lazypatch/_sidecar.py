@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 
 import numpy as np
 
@@ -35,12 +34,9 @@ def fingerprint(store) -> str:
 
 def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
     """Write a sidecar atomically (temporary file, fsync, rename)."""
-    import h5py
+    from ._write import publish_h5, temporary_path
 
-    from ._write import fsync_folder
-
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = temporary_path(path)
     f = None
     try:
         f = fmt.create_h5(tmp)
@@ -51,12 +47,7 @@ def write(path: str, kind: str, store, arrays: dict, attrs: dict) -> str:
             f.attrs[key] = fmt.attribute(value)
         for name, array in arrays.items():
             fmt.write_dataset(f, name, array, checksum=True)
-        fmt.flush(f, tmp)
-        f.close()
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_folder(path)
+        publish_h5(f, tmp, path, overwrite=True)
     except BaseException:
         fmt.discard_h5(f, tmp)
         if os.path.exists(tmp):

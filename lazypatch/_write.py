@@ -295,6 +295,33 @@ def fsync_folder(path: str) -> None:
         os.close(fd)
 
 
+def temporary_path(target: str) -> str:
+    """A hidden, unique file name beside ``target``, for writing it atomically."""
+    folder, base = os.path.split(os.path.abspath(target))
+    return os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def fsync_file(path: str) -> None:
+    """Write a file's dirty pages to disk now."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_h5(h5, tmp: str, target: str, overwrite: bool) -> None:
+    """Flush, close and fsync a finished temporary HDF5 file, then publish it at ``target``.
+
+    The flush comes first so that a full disk fails on a whole file, not
+    half-way through close() (NOTE [discarding on a full disk] in _format).
+    """
+    fmt.flush(h5, tmp)
+    h5.close()
+    fsync_file(tmp)
+    publish(tmp, target, overwrite)
+
+
 def publish(tmp: str, target: str, overwrite: bool) -> None:
     """Move a finished temporary file to ``target`` (NOTE [atomic write])."""
     if overwrite:
@@ -728,8 +755,7 @@ def build(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, la
             raise ParameterError("images is empty: a store needs at least one image")
         prevalidate(images, masks, spatial_ndim, shapes)
     show = progress if progress is not None else sys.stderr.isatty()
-    folder, base = os.path.split(os.path.abspath(target))
-    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = temporary_path(target)
     builder = None
     try:
         builder = Builder(

@@ -16,7 +16,6 @@ order, only the images in flight are held.
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 import weakref
 
@@ -165,8 +164,9 @@ class PatchAggregator:
 
     # -- the out file ----------------------------------------------------------------------
     def _open_out(self, path: str, overwrite: bool) -> None:
+        from ._write import temporary_path
 
-        folder, base = os.path.split(os.path.abspath(path))
+        folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"the folder of out does not exist: {folder!r}")
         if os.path.isdir(path):
@@ -176,8 +176,8 @@ class PatchAggregator:
             raise ParameterError(f"out is the store the predictions are made on: {path!r}")
         if os.path.exists(path) and not overwrite:
             raise StoreExistsError(f"out {path!r} exists; pass overwrite=True to replace it")
-        self._out_path = path
-        self._tmp_path = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+        self._out_path, self._overwrite = path, overwrite
+        self._tmp_path = temporary_path(path)
         try:
             self._h5 = fmt.create_h5(self._tmp_path)
         except BaseException:  # a full disk can fail it after the file exists
@@ -201,21 +201,16 @@ class PatchAggregator:
         for local in list(self._sums):
             self._finish(local)
         if self._h5 is not None:
-            from ._write import fsync_folder
+            from ._write import publish_h5
 
             try:
-                fmt.flush(self._h5, self._tmp_path)
-                self._h5.close()
-                with open(self._tmp_path, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.replace(self._tmp_path, self._out_path)
+                publish_h5(self._h5, self._tmp_path, self._out_path, self._overwrite)
             except BaseException:  # a full disk: the temporary file goes, the error stays
                 self._h5 = None
                 self._discard()
                 raise
             self._discard.detach()
             self._h5 = None
-            fsync_folder(self._out_path)
             self._warn_incomplete()
 
     def _warn_incomplete(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-import zlib
 
 import numpy as np
 
@@ -216,6 +215,7 @@ def load_filter(store, path, base: PatchIndex) -> FilteredIndex:
         )
     source = functools.partial(_sidecar.mapped, os.fspath(path), "keep", np.uint8, count)
     keep = source()
-    if stored is not None and zlib.crc32(keep) != int(stored):
-        raise IntegrityError(f"{os.fspath(path)!r} is damaged: its kept-patch bitmap differs from its CRC32")
+    damage = fmt.crc_damage("the kept-patch bitmap", stored, keep)
+    if damage is not None:
+        raise IntegrityError(f"{os.fspath(path)!r} is damaged: {damage}")
     return FilteredIndex(base, keep, _source=source)

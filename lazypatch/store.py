@@ -754,11 +754,12 @@ class ImageStore:
                 try:
                     group = h5.get(group_name)
                     for name in ([] if group is None else list(group)):
-                        reason = fmt.crc_damage(group[name], group[name][()])
+                        dataset = group[name]
+                        reason = fmt.crc_damage(dataset.name, dataset.attrs.get("crc32"), dataset[()])
                         if reason is not None:
                             damaged.append({"image": None, "name": None, "what": "statistics",
                                             "reason": f"{shard.info.path}: {reason}"})
-                except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:
+                except fmt.H5_DAMAGE as exc:
                     damaged.append({"image": None, "name": None, "what": "statistics",
                                     "reason": f"{shard.info.path}: {group_name} unreadable ({exc})"})
         return damaged
