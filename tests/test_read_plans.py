@@ -196,3 +196,36 @@ def test_interior_batches_equal_numpy(tmp_path_factory, data):
         ids, origins = grid_origins(rng, images, size, step, data.draw(st.integers(1, 24)))
         check_batch(store, images, ids, origins, size)
     store.close()
+
+
+@pytest.mark.parametrize("io", ["mmap", "pread"])
+@pytest.mark.parametrize("dtype,channels,size,step,widths", [
+    ("uint8", 3, (32, 48), (16, 16), {16}),       # 16-pixel segments of 16 bytes
+    ("uint16", 0, (24, 24), (8, 4), {8}),         # 4-pixel segments of 8 bytes
+    ("float32", 2, (12, 20), (3, 1), {4}),        # 1-pixel segments of 4 bytes
+    ("uint16", 1, (16, 17), (5, 1), {2}),         # 1-pixel segments of 2 bytes
+])
+def test_element_gathers_equal_numpy(tmp_path, monkeypatch, io, dtype, channels, size, step, widths):
+    """Narrow segments at aligned addresses are gathered as 2- to 16-byte elements
+    (NOTE [element gathers]); the same batches as byte rows give the same bytes."""
+    rng = np.random.default_rng(len(widths) + size[0])
+    # over 1 MiB of pixels: the store places them on a page, so every segment is aligned
+    images = random_images(rng, [(600, 610), (513, 600), (400, 811)], dtype, channels)
+    store = ImageStore(write_store(tmp_path / "s.h5", images, tile=(16, 32), progress=False).path, io=io)
+    assert store._pixels.array.offset % 4096 == 0
+    monkeypatch.setattr(readers, "SEGMENT_BYTES", 1)
+    used = []
+    gather = readers.gather_elements
+    monkeypatch.setattr(readers, "gather_elements",
+                        lambda source, indices, width, out: used.append(width) or gather(source, indices, width, out))
+    batches = [grid_origins(rng, images, size, step, 48) for _ in range(3)]
+    for ids, origins in batches:
+        check_batch(store, images, ids, origins, size)
+    assert set(used) == widths
+    monkeypatch.setattr(readers, "element_unit", lambda width, base: 1)
+    used.clear()
+    store._pixels._patterns.clear()
+    for ids, origins in batches:
+        check_batch(store, images, ids, origins, size)
+    assert not used
+    store.close()
