@@ -242,7 +242,15 @@ def test_auto_mode_follows_the_page_cache(make_store, monkeypatch):
     ids, origins = np.arange(40), np.zeros((40, 2), np.int64)
     with open(store.path, "rb") as f:
         f.read()  # everything cached
-    assert fresh._batch_mode(fresh._get_handles(), ids, origins) == "mmap"
+    handles = fresh._get_handles()
+    assert fresh._batch_mode(handles, ids, origins) == "mmap"
+    for _ in range(40):  # a long warm streak: probed every 4th batch only
+        assert fresh._batch_mode(handles, ids, origins) == "mmap"
+    evict(store.path)
+    if cached_fraction(store.path, probes=1) > 0:
+        pytest.skip("the file system kept the pages (tmpfs?)")
+    modes = [fresh._batch_mode(handles, ids, origins) for _ in range(8)]
+    assert "pread" in modes[:4] and set(modes[modes.index("pread"):]) == {"pread"}, modes
     fresh.close()
     store.close()
     evict(store.path)
