@@ -665,16 +665,21 @@ class TiledReader(ArrayReader):
             pixel_stride *= tile[a]
         return starts.reshape(count, -1)
 
+    def read_tiles(self, handles, tile_ids, out, mode) -> None:
+        """Fill ``out`` (B, *record) with whole records: one copy each."""
+        record = self.record_bytes
+        rows = byte_rows(out, len(tile_ids))
+        if mode == "mmap":
+            gather_windows(handles.bytes, self.array.offset + tile_ids * record, record, rows)
+        else:
+            source, tile_address = self._fetch(handles, np.unique(tile_ids), record, mode)
+            gather_windows(source, tile_address(tile_ids), record, rows)
+
     def _read_interior(self, handles, image_ids, origins, size, out, mode):
         record, value = self.record_bytes, self.itemsize
         exact = self.exact_tiles(image_ids, origins, size)
         if exact is not None:
-            rows = byte_rows(out, len(image_ids))
-            if mode == "mmap":
-                gather_windows(handles.bytes, self.array.offset + exact * record, record, rows)
-            else:
-                source, tile_address = self._fetch(handles, np.unique(exact), record, mode)
-                gather_windows(source, tile_address(exact), record, rows)
+            self.read_tiles(handles, exact, out, mode)
             return
         size = tuple(int(v) for v in size)
         tile_x, width = self.tile[-1], size[-1] * value

@@ -178,6 +178,7 @@ class PatchDataset(Dataset):
         self._pool = _BufferPool()
         self._has_masks = self.store.has_masks
         self._interior = _all_interior(index)
+        self._whole_tiles = self.store.grid_is_tiles(self.patch_size, self.stride, self.image_ids)
 
     def __getstate__(self):
         # O(1) in the number of images: the index is rebuilt from the store's tables.
@@ -278,7 +279,7 @@ class PatchDataset(Dataset):
 
     def _read(self, indices) -> dict:
         flat = self._flat(indices)
-        local, origins = self.index.locate_normalized(flat)
+        local, positions, origins = self.index.locate_grid(flat)
         image_ids = self._store_ids(local)
         store = self.store
         count = flat.size
@@ -287,8 +288,11 @@ class PatchDataset(Dataset):
         if self._has_masks:
             mask = self._pool.take((count,) + self.patch_size, store.mask_dtype)
         try:
-            store.read_batch_unchecked(image_ids, origins, self.patch_size, image, mask,
-                                       self.pad_value, self.mask_pad_value, self._interior)
+            if self._whole_tiles:
+                store.read_tiles_unchecked(image_ids, positions, origins, image, mask)
+            else:
+                store.read_batch_unchecked(image_ids, origins, self.patch_size, image, mask,
+                                           self.pad_value, self.mask_pad_value, self._interior)
         except IntegrityError as exc:
             raise _naming_patches(exc, flat.tolist()) from exc
         tensor = torch.from_numpy(image)

@@ -223,9 +223,15 @@ class PatchIndex:
 
     def locate_normalized(self, flat: np.ndarray):
         """:meth:`locate` of int64 numbers already in ``[0, len)`` (see :meth:`normalize`)."""
+        image_ids, _, origins = self.locate_grid(flat)
+        return image_ids, origins
+
+    def locate_grid(self, flat: np.ndarray):
+        """(image_ids, positions, origins) of numbers in ``[0, len)``: ``positions``
+        numbers each patch row-major in its image's grid."""
         image_ids = self._find_images(flat)
         local = flat - self._bounds[image_ids]
-        return image_ids, self._origins(image_ids, local)
+        return image_ids, local, self._origins(image_ids, local)
 
     def _find_images(self, flat: np.ndarray) -> np.ndarray:
         """``np.searchsorted(offsets, flat, side="right")``, in two cache-friendly levels.
@@ -519,12 +525,16 @@ class FilteredIndex:
     def locate_normalized(self, flat: np.ndarray):
         """:meth:`locate` of int64 numbers already in ``[0, len)`` (see :meth:`normalize`)."""
         shape = flat.shape
-        flat = flat.reshape(-1)
+        image_ids, _, origins = self.locate_grid(flat.reshape(-1))
+        return image_ids.reshape(shape), origins.reshape(shape + (self.ndim,))
+
+    def locate_grid(self, flat: np.ndarray):
+        """(image_ids, positions, origins) of 1-D numbers in ``[0, len)``, positions in
+        the unfiltered grid (see :meth:`PatchIndex.locate_grid`)."""
         image_ids = np.searchsorted(self._bounds[1:], flat, side="right")
         wanted = self._rank(self._bit_start[image_ids]) + (flat - self._bounds[image_ids])
         local = self._select(wanted) - self._bit_start[image_ids]
-        origins = self.base._origins(image_ids, local)
-        return image_ids.reshape(shape), origins.reshape(shape + (self.ndim,))
+        return image_ids, local, self.base._origins(image_ids, local)
 
     def _locate_scalar(self, flat: int):
         if not -self._total <= flat < self._total:

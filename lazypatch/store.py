@@ -627,6 +627,41 @@ class ImageStore:
         if mask_out is not None:
             shard.masks.read_boxes(handles, image_ids, origins, size, mask_out, mask_pad, mode, interior)
 
+    def grid_is_tiles(self, patch_size, stride, image_ids=None) -> bool:
+        """Whether every patch of this grid is exactly one tile of its image.
+
+        NOTE [whole-tile grids]: with patch = stride = tile and images whose
+        extents the tile divides, an image's patch grid is its tile grid, so a
+        patch's row-major grid position is its tile's number in the image and
+        a batch is read as whole records without any plan
+        (:meth:`read_tiles_unchecked`; 60-80 us less a batch of 256 64x64 RGB
+        patches, of 370-480). Single-file tiled stores only.
+        """
+        if self.layout != "tiled" or len(self._shards) != 1:
+            return False
+        tile = self.tile
+        if tuple(patch_size) != tile or tuple(stride) != tile:
+            return False
+        shapes = self.shapes if image_ids is None else self.shapes[np.asarray(image_ids)]
+        return bool((shapes % np.asarray(tile, dtype=np.int64) == 0).all())
+
+    def read_tiles_unchecked(self, image_ids, positions, origins, out, mask_out) -> None:
+        """Fill ``out`` (B, C, *tile) and/or ``mask_out`` (B, *tile) with whole tiles:
+        tile ``positions`` (row-major in each image's tile grid) of ``image_ids``,
+        whose ``origins`` are those tiles' (for the page-cache probe). Only for
+        grids where :meth:`grid_is_tiles`."""
+        if image_ids.size == 0:
+            return
+        shard = self._shards[0]
+        handles = self._get_handles(0)
+        shard.count_read()
+        mode = self._batch_mode(handles, image_ids, origins)
+        tiles = shard.pixels.first[image_ids] + positions
+        if out is not None:
+            shard.pixels.read_tiles(handles, tiles, out, mode)
+        if mask_out is not None:
+            shard.masks.read_tiles(handles, tiles, mask_out, mode)
+
     def read_box_unchecked(self, image_id: int, origin: tuple, size: tuple, out, mask_out,
                            pad, mask_pad) -> None:
         """Fill ``out`` (C, *size) and/or ``mask_out`` (*size) for one box."""

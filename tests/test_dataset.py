@@ -282,3 +282,44 @@ def test_sample_list_pickles_as_a_plain_list(make_store):
     samples = pk.loads(pk.dumps(ds.__getitems__([1, 5])))
     assert type(samples) is list and [s["index"] for s in samples] == [1, 5]
     assert torch.equal(samples[1]["image"], ds[5]["image"])
+
+
+@pytest.mark.parametrize("io", ["mmap", "pread", "auto"])
+def test_whole_tile_grids_read_whole_records(make_store, monkeypatch, io):
+    """Patch = stride = tile on images the tile divides: batches are read as whole
+    records (NOTE [whole-tile grids]), equal to numpy and to the general path, with
+    masks, a split of the images and a foreground filter; other grids do not use it."""
+    from lazypatch import ImageStore
+    from lazypatch.filtering import foreground_filter
+
+    shapes = [(32, 48), (16, 16), (48, 32), (64, 16)]
+    images = [arange_image(s + (2,), np.uint16, start=1000 * k) for k, s in enumerate(shapes)]
+    # labels 1-3 in the first 20 columns: the filter keeps the first column of tiles
+    masks = [((np.indices(s)[1] < 20) * (1 + arange_image(s, np.int64) % 3)).astype(np.uint8) for s in shapes]
+    written = make_store(images, masks=masks, tile=16)
+    store = ImageStore(written.path, io=io)
+    filter_path = foreground_filter(store, 16, threshold=0.5)
+    cases = [dict(), dict(image_ids=[3, 0, 2]), dict(edge="pad"), dict(filter=filter_path)]
+    for options in cases:
+        ds = PatchDataset(store, 16, **options)
+        assert ds._whole_tiles and 0 < len(ds) <= 18
+        if "filter" in options:
+            assert len(ds) < 18  # some patches filtered out
+        flat = np.random.default_rng(0).permutation(np.repeat(np.arange(len(ds)), 2))
+        fast = ds.read_batch(flat)
+        for k, i in enumerate(flat.tolist()):
+            image_id, origin = int(fast["image_id"][k]), tuple(fast["origin"][k].tolist())
+            assert ds.index.locate(i)[1] == origin
+            expected = patch_oracle(images[image_id], origin, (16, 16))
+            assert np.array_equal(fast["image"][k].permute(1, 2, 0).numpy(), expected)
+            assert np.array_equal(fast["mask"][k].numpy(), patch_oracle(masks[image_id], origin, (16, 16)))
+        monkeypatch.setattr(ds, "_whole_tiles", False)
+        general = ds.read_batch(flat)
+        assert all(torch.equal(fast[key], general[key]) for key in general)
+        monkeypatch.undo()
+    assert not PatchDataset(store, 16, stride=8)._whole_tiles
+    assert not PatchDataset(store, 8)._whole_tiles
+    odd = make_store([arange_image((20, 32, 2), np.uint16)], tile=16)
+    assert not PatchDataset(odd, 16, edge="pad")._whole_tiles
+    chunked = make_store(images, tile=16, layout="chunked")
+    assert not PatchDataset(chunked, 16)._whole_tiles
