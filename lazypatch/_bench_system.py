@@ -49,7 +49,8 @@ def index_overheads(images: int = 1_000_000, seed: int = 0) -> dict:
         for flat in small:
             index.locate(flat)
 
-    owned = index._bounds.nbytes + index._grid_by_axis.nbytes + index._shapes.nbytes
+    owned = (index._bounds.nbytes + index._grid_by_axis.nbytes + index._shapes.nbytes
+             + index._find_images.nbytes)
     return {
         "images": images,
         "patches": len(index),

@@ -19,8 +19,53 @@ from .errors import ParameterError, ParameterTypeError, PatchIndexError
 __all__ = ["PatchIndex"]
 
 _INT32_MAX = np.iinfo(np.int32).max
-_BLOCK = 64  # NOTE [two-level search]
-_PLAIN_SEARCH_IMAGES = 1 << 16  # up to here (512 KB of offsets) a plain binary search is faster
+_MAX_BUCKET_STEPS = 8  # NOTE [bucket search]: past this, one plain binary search is cheaper
+
+
+class ImageSearch:
+    """``np.searchsorted(bounds[1:], flat, side="right")``: the image owning each
+    flat number, for image ``i`` owning ``[bounds[i], bounds[i + 1])``.
+
+    NOTE [bucket search]: flat numbers are cut into buckets of 2^shift, the
+    mean count rounded up to a power of two (so at most one bucket per image,
+    4 bytes each); a table gives the image owning each bucket's first number,
+    and a few vectorized halving steps cover the images a bucket spans (one
+    step when images are as large as buckets). A plain binary search misses
+    the caches on its last steps when the offsets outgrow them: at 10^6
+    images, batches of 256 random numbers, 24 against 60 us (two-level search
+    through every 64th offset) and 70 us (plain). With bucket spans too wide
+    (many images without patches), the plain search is used.
+    """
+
+    def __init__(self, bounds: np.ndarray):
+        self.offsets = bounds[1:]
+        self.table = None
+        images, total = len(self.offsets), int(bounds[-1])
+        if images == 0 or total == 0:
+            return
+        shift = (-(-total // images) - 1).bit_length()
+        starts = np.arange(((total - 1) >> shift) + 2, dtype=np.int64) << shift
+        table = np.searchsorted(self.offsets, starts, side="right").astype(np.int32)
+        steps = int(np.diff(table).max()).bit_length()
+        if steps <= _MAX_BUCKET_STEPS:
+            self.shift, self.steps, self.table = shift, steps, table
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            return np.searchsorted(self.offsets, flat, side="right")
+        offsets = self.offsets
+        found = self.table.take(flat >> self.shift).astype(np.int64)
+        step = 1 << self.steps >> 1
+        while step > 1:  # count the offsets <= flat among the bucket's next ones
+            found += (offsets.take(found + (step - 1), mode="clip") <= flat) * step
+            step >>= 1
+        if step:
+            found += offsets.take(found, mode="clip") <= flat
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.table is None else self.table.nbytes
 
 
 def as_int_array(values, name: str) -> np.ndarray:
@@ -83,7 +128,8 @@ class PatchIndex:
     Notes
     -----
     Memory is O(images): an int64 cumulative sum plus per-axis grid counts and
-    shapes, stored as int32 when they fit (at most 24 bytes per 2-D image).
+    shapes, stored as int32 when they fit, and a search table of at most 4
+    bytes per image (NOTE [bucket search]): at most 28 bytes per 2-D image.
 
     Examples
     --------
@@ -134,13 +180,13 @@ class PatchIndex:
         # integer arithmetic on them cost ~1 us, far below numpy's scalar overhead.
         self._bounds_view = memoryview(self._bounds)
         self._grid_view = memoryview(self._grid_by_axis.reshape(-1))
-        self._coarse = self._bounds[_BLOCK::_BLOCK].copy()  # every 64th offset
+        self._find_images = ImageSearch(self._bounds)
         self._shapes_view = memoryview(self._shapes.reshape(-1))
         self._total = int(self._bounds[-1])
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_bounds_view", "_grid_view", "_shapes_view", "_coarse"):
+        for key in ("_bounds_view", "_grid_view", "_shapes_view", "_find_images"):
             del state[key]
         return state
 
@@ -232,28 +278,6 @@ class PatchIndex:
         image_ids = self._find_images(flat)
         local = flat - self._bounds[image_ids]
         return image_ids, local, self._origins(image_ids, local)
-
-    def _find_images(self, flat: np.ndarray) -> np.ndarray:
-        """``np.searchsorted(offsets, flat, side="right")``, in two cache-friendly levels.
-
-        NOTE [two-level search]: at 10^6 images the offsets (8 MB) miss the
-        caches on every step of a plain binary search (~300 ns a key,
-        measured). Every 64th offset forms a small table searched first; six
-        vectorized halving steps then finish inside the block of 64. Those
-        steps cost a dozen numpy calls, so the plain search wins while the
-        offsets fit in the L2 cache (ns per key for batches of 256, two-level /
-        plain: 2,730 images 294 / 91, 65,536 images 356 / 193; 10^6 images of
-        random sizes, whole locate: 2.98M / 2.58M lookups/s).
-        """
-        offsets = self._bounds[1:]
-        if len(offsets) <= _PLAIN_SEARCH_IMAGES:
-            return np.searchsorted(offsets, flat, side="right")
-        found = np.searchsorted(self._coarse, flat, side="right") * _BLOCK
-        step = _BLOCK // 2
-        while step:
-            found += (offsets.take(found + (step - 1), mode="clip") <= flat) * step
-            step //= 2
-        return found
 
     def normalize(self, flat) -> np.ndarray:
         """Flat numbers as int64 in ``[0, len)``: negatives wrapped, range checked."""
@@ -446,6 +470,7 @@ class FilteredIndex:
         self._bounds = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=self._bounds[1:])
         self._total = int(self._bounds[-1])
+        self._find_images = ImageSearch(self._bounds)
 
     # -- pickling: the bitmap never travels, its source is reopened -----------------------
     def __getstate__(self):
@@ -531,7 +556,7 @@ class FilteredIndex:
     def locate_grid(self, flat: np.ndarray):
         """(image_ids, positions, origins) of 1-D numbers in ``[0, len)``, positions in
         the unfiltered grid (see :meth:`PatchIndex.locate_grid`)."""
-        image_ids = np.searchsorted(self._bounds[1:], flat, side="right")
+        image_ids = self._find_images(flat)
         wanted = self._rank(self._bit_start[image_ids]) + (flat - self._bounds[image_ids])
         local = self._select(wanted) - self._bit_start[image_ids]
         return image_ids, local, self.base._origins(image_ids, local)
@@ -571,6 +596,7 @@ class FilteredIndex:
         new._bounds = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(counts, out=new._bounds[1:])
         new._total = int(new._bounds[-1])
+        new._find_images = ImageSearch(new._bounds)
         return new
 
     def image_range(self, image_id: int) -> range:

@@ -152,8 +152,9 @@ def test_wide_axis_is_64_bit():
 def test_memory_is_o_images_and_pickles():
     shapes = np.random.default_rng(0).integers(100, 5000, size=(100_000, 2))
     index = PatchIndex(shapes, patch_size=64, stride=32)
-    owned = index._bounds.nbytes + index._grid_by_axis.nbytes + index._shapes.nbytes
-    assert owned <= 24 * len(shapes) + 8
+    owned = (index._bounds.nbytes + index._grid_by_axis.nbytes + index._shapes.nbytes
+             + index._find_images.nbytes)
+    assert owned <= 28 * len(shapes) + 16
     copy = pickle.loads(pickle.dumps(index))
     probe = np.arange(0, len(index), 9973)
     assert all(np.array_equal(a, b) for a, b in zip(copy.locate(probe), index.locate(probe)))
@@ -178,16 +179,36 @@ def test_axis_origins_oracle_matches_the_specification():
                     assert covered >= set(range(length))
 
 
-@given(st.integers(257, 3000), st.integers(0, 2**32 - 1))
-def test_two_level_search_equals_searchsorted(images, seed):
+@given(st.integers(1, 3000), st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.3, 0.9]))
+def test_bucket_search_equals_searchsorted(images, seed, empty):
+    """NOTE [bucket search]: images of any sizes, many without patches or none at all."""
     rng = np.random.default_rng(seed)
-    shapes = rng.integers(1, 40, size=(images, 2))
-    shapes[rng.random(images) < 0.3] = 2  # many images without patches
+    shapes = rng.integers(1, rng.integers(5, 200), size=(images, 2))
+    shapes[rng.random(images) < empty] = 2  # images without patches
+    if not (shapes >= 4).all(axis=1).any():
+        shapes[0] = 4
     index = PatchIndex(shapes, patch_size=4, stride=3, edge="drop")
     flat = np.concatenate([rng.integers(0, len(index), 500), [0, len(index) - 1]])
     flat = np.concatenate([flat, index.offsets[index.offsets < len(index)]])  # every boundary
+    flat = np.concatenate([flat, np.maximum(index.offsets[index.offsets < len(index)] - 1, 0)])
     expected = np.searchsorted(index.offsets, flat, side="right")
     assert np.array_equal(index._find_images(flat), expected)
-    # the two-level search, used past 2^16 images
-    with mock.patch.object(index_module, "_PLAIN_SEARCH_IMAGES", 0):
-        assert np.array_equal(index._find_images(flat), expected)
+    # the plain search (used when bucket spans are too wide) agrees, and so do all step counts
+    search = index_module.ImageSearch(index._bounds)
+    assert search.table is None or search.steps <= index_module._MAX_BUCKET_STEPS
+    with mock.patch.object(index_module, "_MAX_BUCKET_STEPS", -1):
+        plain = index_module.ImageSearch(index._bounds)
+    assert plain.table is None and np.array_equal(plain(flat), expected)
+    with mock.patch.object(index_module, "_MAX_BUCKET_STEPS", 64):
+        wide = index_module.ImageSearch(index._bounds)
+    assert wide.table is not None and np.array_equal(wide(flat), expected)
+
+
+def test_bucket_search_at_a_million_images():
+    shapes = np.random.default_rng(3).integers(200, 2000, size=(1_000_000, 2))
+    shapes[::1000] = 10  # a few images without patches
+    index = PatchIndex(shapes, patch_size=64, stride=32)
+    assert index._find_images.table is not None and index._find_images.steps <= 4
+    assert index._find_images.nbytes <= 4 * len(shapes) + 8
+    flat = np.random.default_rng(4).integers(0, len(index), 100_000)
+    assert np.array_equal(index._find_images(flat), np.searchsorted(index.offsets, flat, side="right"))
