@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stride", type=_int_list, help="grid stride (default: the patch size)")
     parser.add_argument("--batch", type=int, default=256, help="patches per batch (default 256)")
     parser.add_argument("--batches", type=int, default=40, help="batches per repetition (default 40)")
-    parser.add_argument("--repeats", type=int, default=5, help="repetitions; figures are medians (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="repetitions; figures are medians (default 7)")
     parser.add_argument("--size-gb", type=float, default=0.5, help="synthetic store size in GB (default 0.5)")
     parser.add_argument("--image-size", type=int, default=512, help="synthetic image extent per axis")
     parser.add_argument("--ndim", type=int, default=2, choices=(2, 3), help="synthetic spatial axes")
@@ -509,8 +509,12 @@ class Bench:
                     runners.append((name, run, unit))
             for name, _, _ in runners:
                 times[name], rss[name] = [], []
-            for flat in self.plans:
-                for name, run, unit in runners:
+            for rep, flat in enumerate(self.plans):
+                # each repetition starts one method later: no method always runs first, or
+                # always right after the same one (a slow stretch of the machine then hits
+                # different methods in different repetitions, and medians absorb it)
+                shift = rep % max(len(runners), 1)
+                for name, run, unit in runners[shift:] + runners[:shift]:
                     fraction = getattr(run, "fraction", 1 / 8 if unit == "eighth" else 1.0)
                     before = proc_status().get("RssAnon", 0)
                     started = time.perf_counter()
