@@ -57,7 +57,8 @@ class ImageSearch:
         found = self.table.take(flat >> self.shift).astype(np.int64)
         step = 1 << self.steps >> 1
         while step > 1:  # count the offsets <= flat among the bucket's next ones
-            found += (offsets.take(found + (step - 1), mode="clip") <= flat) * step
+            # (a view from step - 1 on: clipped to the last offset, the total, which no number reaches)
+            found += (offsets[step - 1:].take(found, mode="clip") <= flat) * step
             step >>= 1
         if step:
             found += offsets.take(found, mode="clip") <= flat
