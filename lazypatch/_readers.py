@@ -28,8 +28,10 @@ in x lives in two (or more) tiles. Three plans, the first that applies:
 
 1. whole tiles: boxes equal to tiles, on the tile grid: one copy per record;
 2. segments: rows cut in pieces of gcd(tile, box, x offsets) pixels, none
-   crossing a border, when a piece is at least ``SEGMENT_BYTES``: one copy per
-   piece, each in place (NOTE [segments]; addresses by pattern, NOTE [patterns]);
+   crossing a border, when a piece is at least ``SEGMENT_BYTES``, or
+   ``ELEMENT_SEGMENT_BYTES`` when pieces are copied as elements: one copy per
+   piece, each in place (NOTE [segments]; addresses by pattern, NOTE [patterns];
+   NOTE [element gathers]);
 3. joined rows: the tile rows each box row spans copied side by side into
    scratch, then the box's window copied out of them (NOTE [joined rows]).
 """
@@ -51,6 +53,10 @@ from .errors import IntegrityError, StoreChangedError, StoreFormatError
 
 # NOTE [segments]: below this many bytes a segment gather costs more than joined rows
 SEGMENT_BYTES = 16
+# ... and below this many when segments are copied as elements (NOTE [element gathers]):
+# 256 boxes of 3 x 64 x 64 uint8 on 64-pixel tiles, us a batch, joined rows / elements:
+# stride 40 (8-byte segments) 1,415 / 974, stride 44 (4-byte) 1,460 / 1,377
+ELEMENT_SEGMENT_BYTES = 4
 # the most scratch the joined rows of one gather may take (NOTE [joined rows])
 JOINED_BYTES = 16 << 20
 # the most memory the kept address patterns of one reader (pixels or masks of a shard) may take
@@ -685,7 +691,10 @@ class TiledReader(ArrayReader):
         tile_x, width = self.tile[-1], size[-1] * value
         dx = origins[:, -1] % tile_x
         segment = math.gcd(tile_x, size[-1], *set(dx.tolist()))
-        if segment * value >= SEGMENT_BYTES:
+        piece = segment * value
+        # the scratch that pread and h5py read into is torch's, 64-byte aligned
+        aligned = element_unit(piece, self.array.offset if mode == "mmap" else 0) > 1
+        if piece >= SEGMENT_BYTES or aligned and piece >= ELEMENT_SEGMENT_BYTES:
             # NOTE [segments]: every row cut into pieces of ``segment`` pixels, none crossing a
             # tile border, so one gather writes each in place (a 256-pixel box on 64-pixel tiles
             # is 4 segments a row; stride 48 on 64-pixel tiles gives 16-pixel segments). Every
@@ -696,7 +705,6 @@ class TiledReader(ArrayReader):
                 source, starts = self._row_starts(handles, ids, corners, size, mode)
                 return source, self._segments(handles, starts, corners, size, segment)
 
-            piece = segment * value
             out_bytes = byte_rows(out, 1)
             if mode == "mmap":  # addresses in the map repeat from batch to batch: kept
                 source = handles.bytes

@@ -75,7 +75,7 @@ READS = [("tiled", "mmap"), ("tiled", "pread"), ("chunked", "auto")]
     ((16, 32), (16, 32)),   # whole tiles
     ((32, 48), (16, 16)),   # segments of 16 pixels (x offsets 0, 16): up to 3 tiles a row
     ((20, 32), (1, 16)),    # segments, but nearly one pattern per box: no patterns kept
-    ((24, 24), (12, 8)),    # 8-pixel segments are 8 bytes, below SEGMENT_BYTES: joined rows
+    ((24, 24), (12, 8)),    # 8-byte segments: elements where aligned, else joined rows
     ((16, 16), (12, 12)),   # joined rows
     ((20, 17), (3, 5)),     # joined rows
     ((33, 50), (1, 1)),     # joined rows of up to 3 tiles
@@ -162,6 +162,7 @@ def test_segment_threshold_chooses_between_plans(stores, monkeypatch):
     results = []
     for threshold, joined in ((1, 16 << 20), (10**6, 16 << 20), (10**6, 1)):
         monkeypatch.setattr(readers, "SEGMENT_BYTES", threshold)
+        monkeypatch.setattr(readers, "ELEMENT_SEGMENT_BYTES", threshold)
         monkeypatch.setattr(readers, "JOINED_BYTES", joined)
         for layout, io in READS:
             store = ImageStore(paths[layout], io=io)
@@ -213,12 +214,18 @@ def test_element_gathers_equal_numpy(tmp_path, monkeypatch, io, dtype, channels,
     images = random_images(rng, [(600, 610), (513, 600), (400, 811)], dtype, channels)
     store = ImageStore(write_store(tmp_path / "s.h5", images, tile=(16, 32), progress=False).path, io=io)
     assert store._pixels.array.offset % 4096 == 0
-    monkeypatch.setattr(readers, "SEGMENT_BYTES", 1)
     used = []
     gather = readers.gather_elements
     monkeypatch.setattr(readers, "gather_elements",
                         lambda source, indices, width, out: used.append(width) or gather(source, indices, width, out))
     batches = [grid_origins(rng, images, size, step, 48) for _ in range(3)]
+    for ids, origins in batches:  # default thresholds: elements from ELEMENT_SEGMENT_BYTES on
+        check_batch(store, images, ids, origins, size)
+    assert set(used) == {w for w in widths if w >= readers.ELEMENT_SEGMENT_BYTES}
+    monkeypatch.setattr(readers, "SEGMENT_BYTES", 1)
+    monkeypatch.setattr(readers, "ELEMENT_SEGMENT_BYTES", 1)
+    used.clear()
+    store._pixels._patterns.clear()
     for ids, origins in batches:
         check_batch(store, images, ids, origins, size)
     assert set(used) == widths
