@@ -19,6 +19,12 @@ from .errors import ParameterError, ParameterTypeError, PatchIndexError
 __all__ = ["PatchIndex"]
 
 _INT32_MAX = np.iinfo(np.int32).max
+
+
+def _compact(values: np.ndarray):
+    """The smallest of uint16, int32 and int64 that holds these non-negative values."""
+    largest = int(values.max()) if values.size else 0
+    return np.uint16 if largest < 1 << 16 else np.int32 if largest <= _INT32_MAX else np.int64
 _MAX_BUCKET_STEPS = 8  # NOTE [bucket search]: past this, one plain binary search is cheaper
 
 
@@ -129,8 +135,9 @@ class PatchIndex:
     Notes
     -----
     Memory is O(images): an int64 cumulative sum plus per-axis grid counts and
-    shapes, stored as int32 when they fit, and a search table of at most 4
-    bytes per image (NOTE [bucket search]): at most 28 bytes per 2-D image.
+    shapes, stored as uint16 or int32 when they fit, and a search table of at
+    most 4 bytes per image (NOTE [bucket search]): at most 20 bytes per 2-D and
+    24 per 3-D image below 65,536 pixels an axis.
 
     Examples
     --------
@@ -168,9 +175,12 @@ class PatchIndex:
 
     # -- construction helpers -------------------------------------------------
     def _set_arrays(self, shapes: np.ndarray, grid: np.ndarray, bounds: np.ndarray) -> None:
-        compact = np.int32 if (shapes.size == 0 or shapes.max() <= _INT32_MAX) else np.int64
-        self._shapes = np.ascontiguousarray(shapes, dtype=compact)
-        self._grid_by_axis = np.ascontiguousarray(np.asarray(grid).T, dtype=compact)  # (ndim, n)
+        # NOTE [compact tables]: shapes and grid counts in the smallest of uint16, int32 and
+        # int64 that holds them; every computation reads them as int64 (an int64 operand,
+        # ``astype`` or Python ints through memoryviews), never uint16 arithmetic alone
+        self._shapes = np.ascontiguousarray(shapes, dtype=_compact(shapes))
+        grid = np.asarray(grid)
+        self._grid_by_axis = np.ascontiguousarray(grid.T, dtype=_compact(grid))  # (ndim, n)
         self._bounds = bounds  # [0, cumsum...]: image i owns [bounds[i], bounds[i + 1])
         for array in (self._shapes, self._grid_by_axis, self._bounds):
             array.flags.writeable = False
