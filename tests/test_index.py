@@ -212,3 +212,17 @@ def test_bucket_search_at_a_million_images():
     assert index._find_images.nbytes <= 4 * len(shapes) + 8
     flat = np.random.default_rng(4).integers(0, len(index), 100_000)
     assert np.array_equal(index._find_images(flat), np.searchsorted(index.offsets, flat, side="right"))
+
+@pytest.mark.parametrize("edge", ["drop", "shift", "pad"])
+def test_uint16_tables_at_the_limit(edge):
+    """NOTE [compact tables]: shapes up to 65,535 are kept as uint16, one more as int32;
+    origins, shifted last patches and flat_index stay exact on both sides."""
+    for width in (65_535, 65_536):
+        shapes = [(5, width), (3, 100), (70, 2)]
+        index = PatchIndex(shapes, patch_size=(2, 64), stride=(2, 1000), edge=edge)
+        assert index._shapes.dtype == (np.uint16 if width < 65_536 else np.int32)
+        pairs = brute_force_patches(shapes, (2, 64), (2, 1000), edge)
+        ids, origins = index.locate(np.arange(len(index)))
+        assert [(int(i), tuple(o)) for i, o in zip(ids, origins.tolist())] == pairs
+        assert index.flat_index(ids, origins).tolist() == list(range(len(index)))
+        assert all(index.locate(k) == pairs[k] for k in (0, len(index) - 1))
