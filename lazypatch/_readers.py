@@ -692,9 +692,9 @@ class TiledReader(ArrayReader):
         dx = origins[:, -1] % tile_x
         segment = math.gcd(tile_x, size[-1], *set(dx.tolist()))
         piece = segment * value
-        # the scratch that pread and h5py read into is torch's, 64-byte aligned
-        aligned = element_unit(piece, self.array.offset if mode == "mmap" else 0) > 1
-        if piece >= SEGMENT_BYTES or aligned and piece >= ELEMENT_SEGMENT_BYTES:
+        # addresses start at the map's data offset, or at slots of scratch (multiples of a record)
+        unit = element_unit(piece, self.array.offset if mode == "mmap" else 0)
+        if piece >= SEGMENT_BYTES or unit > 1 and piece >= ELEMENT_SEGMENT_BYTES:
             # NOTE [segments]: every row cut into pieces of ``segment`` pixels, none crossing a
             # tile border, so one gather writes each in place (a 256-pixel box on 64-pixel tiles
             # is 4 segments a row; stride 48 on 64-pixel tiles gives 16-pixel segments). Every
@@ -708,12 +708,10 @@ class TiledReader(ArrayReader):
             out_bytes = byte_rows(out, 1)
             if mode == "mmap":  # addresses in the map repeat from batch to batch: kept
                 source = handles.bytes
-                unit = element_unit(piece, self.array.offset)
                 addresses = self._by_pattern(handles, image_ids, origins, size, segment, unit,
                                              lambda ids, corners: addresses_of(ids, corners)[1])
             else:  # addresses in scratch depend on which tiles the batch read
                 source, addresses = addresses_of(image_ids, origins)
-                unit = element_unit(piece, source.data_ptr())
                 addresses = _in_units(addresses, unit)
             if unit > 1:
                 gather_elements(source, addresses, unit, out_bytes)

@@ -19,13 +19,13 @@ from .errors import ParameterError, ParameterTypeError, PatchIndexError
 __all__ = ["PatchIndex"]
 
 _INT32_MAX = np.iinfo(np.int32).max
+_MAX_BUCKET_STEPS = 8  # NOTE [bucket search]: past this, one plain binary search is cheaper
 
 
 def _compact(values: np.ndarray):
     """The smallest of uint16, int32 and int64 that holds these non-negative values."""
     largest = int(values.max()) if values.size else 0
     return np.uint16 if largest < 1 << 16 else np.int32 if largest <= _INT32_MAX else np.int64
-_MAX_BUCKET_STEPS = 8  # NOTE [bucket search]: past this, one plain binary search is cheaper
 
 
 class ImageSearch:
