@@ -21,7 +21,8 @@ import sys
 
 import numpy as np
 
-from ._geometry import describe_shape, grid_counts, is_int
+from . import _compat
+from .grid import describe_shape, grid_counts, is_int
 from .errors import ParameterError, ParameterTypeError, PatchIndexError
 from .index import PatchIndex
 
@@ -39,35 +40,6 @@ _MASK_COLORS = 10  # labels 1, 2, ... cycle through tab10 (distinct hues; tab20 
 
 
 # -- the command line ------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    # cli is fully imported by the time it calls this (it builds the parser lazily)
-    from .cli import _int_list
-
-    parser.add_argument("store", nargs="+", help="a store file, or several shards of one store")
-    parser.add_argument("--out", default="lazypatch-show.png",
-                        help="picture to write (default lazypatch-show.png)")
-    parser.add_argument("--image", type=int, default=0, help="image drawn with its grid (default 0)")
-    parser.add_argument("--patch", type=_int_list,
-                        help=f"patch size (default: per axis the smaller of {DEFAULT_PATCH} and "
-                             "the smallest image's extent)")
-    parser.add_argument("--stride", type=_int_list, help="grid stride (default: the patch size)")
-    parser.add_argument("--edge", default="drop", choices=("drop", "shift", "pad"))
-    parser.add_argument("--samples", type=int, default=16, help="random patches shown (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
-    parser.add_argument("--dpi", type=float, default=100, help="PNG resolution (default 100)")
-
-
-def run(args) -> int:
-    store = args.store if len(args.store) > 1 else args.store[0]
-    figure, facts = _render(store, args.image, args.patch, args.stride, args.edge,
-                            args.samples, args.seed, args.dpi, FIGSIZE)
-    _save(figure, args.out, args.dpi)
-    grid = "x".join(str(v) for v in facts["grid"])
-    print(f"wrote {args.out}: image {facts['image']} ({facts['name']!r}, "
-          f"{describe_shape(facts['shape'])}) with a {grid} grid of {facts['patches']} patches of "
-          f"{describe_shape(facts['patch_size'])} (stride {describe_shape(facts['stride'])}, "
-          f"edge={facts['edge']!r}); {facts['samples']} sample patches of {facts['total']}")
-    return 0
 
 
 # -- the notebook function -------------------------------------------------------------
@@ -137,9 +109,9 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
     each sampled patch; the grid and the outlined samples drawn over the image
     are projected onto (y, x).
     """
-    figure, _ = _render(store, image, patch_size, stride, edge, samples, seed, dpi, figsize)
+    figure, _ = render(store, image, patch_size, stride, edge, samples, seed, dpi, figsize)
     if out is not None:
-        _save(figure, out, dpi)
+        save_figure(figure, out, dpi)
     return figure
 
 
@@ -243,7 +215,7 @@ class _Source:
         from .store import ImageStore
 
         self.opened = False
-        dataset_module = sys.modules.get("lazypatch.dataset")  # imported iff a PatchDataset exists
+        dataset_module = sys.modules.get("lazypatch.data.dataset")  # imported iff a PatchDataset exists
         if dataset_module is not None and isinstance(source, dataset_module.PatchDataset):
             given = {"patch_size": patch_size, "stride": stride, "edge": edge}
             given = {k: v for k, v in given.items() if v is not None}
@@ -316,7 +288,7 @@ def _is_positive_number(value) -> bool:
             and math.isfinite(value) and value > 0)
 
 
-def _render(source, image, patch_size, stride, edge, samples, seed, dpi, figsize):
+def render(source, image, patch_size, stride, edge, samples, seed, dpi, figsize):
     """(Figure, facts for the command line's summary line)."""
     _check_options(samples, seed, dpi, figsize)
     try:
@@ -517,5 +489,9 @@ def _read_view(store, image_id: int, origin: tuple, size: tuple, limit: int,
     return pixels, mask, step
 
 
-def _save(figure, out, dpi) -> None:
+def save_figure(figure, out, dpi) -> None:
     figure.savefig(os.fspath(out), dpi=dpi)
+
+
+def __getattr__(name):  # names of lazypatch 0.1's show module
+    return _compat.moved(__name__, name)

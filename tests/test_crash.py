@@ -22,7 +22,7 @@ from lazypatch import ImageStore, write_store
 CHILD = r"""
 import sys, time
 import numpy as np
-import lazypatch._write as w
+import lazypatch.store.publish as w
 from lazypatch import write_store
 
 target, mode = sys.argv[1], sys.argv[2]

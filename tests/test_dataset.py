@@ -192,7 +192,7 @@ def test_batches_are_contiguous_and_collate_is_exact(source):
 
 
 def test_batch_buffers_are_reused_only_when_released():
-    from lazypatch.dataset import _BufferPool
+    from lazypatch.data.dataset import _BufferPool
 
     pool = _BufferPool(limit=1 << 20)
     first = torch.from_numpy(pool.take((2, 64 << 20), np.uint8))  # 128 MiB, over the limit

@@ -1,12 +1,16 @@
-"""Byte-mutation fuzzing of small stores (see lazypatch/_fuzz.py for the outcomes).
+"""Byte-mutation fuzzing of small stores (see tests/fuzz/fuzz_store.py for the outcomes).
 
 300 mutants over the three layouts, each checked in a worker process with a
 10 s timeout: a crash (segfault, bus error), a hang, an unexpected exception
 type, a wrongly shaped result or wrong data that ``verify`` does not report
-fails the test. ``python -m lazypatch._fuzz --mutants 10000`` is the long run.
+fails the test. ``python tests/fuzz/fuzz_store.py --mutants 10000 --seed 0`` is the long run.
 """
 
-from lazypatch._fuzz import GOOD, run
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fuzz"))
+from fuzz_store import GOOD, run  # noqa: E402
 
 
 def test_mutants_fail_cleanly(tmp_path):

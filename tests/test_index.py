@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import lazypatch.index as index_module
+import lazypatch.index._search as index_module
 from lazypatch import PatchIndex, PatchIndexError
 from lazypatch.testing import axis_origins, brute_force_patches, grid_strategy, shapes_strategy
 
@@ -194,13 +194,13 @@ def test_bucket_search_equals_searchsorted(images, seed, empty):
     expected = np.searchsorted(index.offsets, flat, side="right")
     assert np.array_equal(index._find_images(flat), expected)
     # the plain search (used when bucket spans are too wide) agrees, and so do all step counts
-    search = index_module.ImageSearch(index._bounds)
+    search = index_module.ImageSearch(index.bounds)
     assert search.table is None or search.steps <= index_module._MAX_BUCKET_STEPS
     with mock.patch.object(index_module, "_MAX_BUCKET_STEPS", -1):
-        plain = index_module.ImageSearch(index._bounds)
+        plain = index_module.ImageSearch(index.bounds)
     assert plain.table is None and np.array_equal(plain(flat), expected)
     with mock.patch.object(index_module, "_MAX_BUCKET_STEPS", 64):
-        wide = index_module.ImageSearch(index._bounds)
+        wide = index_module.ImageSearch(index.bounds)
     assert wide.table is not None and np.array_equal(wide(flat), expected)
 
 

@@ -1,7 +1,7 @@
 """Batches of boxes inside their images: every copy plan of the tiled readers
 against numpy slicing of random images.
 
-Plans (lazypatch/_readers.py): whole tiles (boxes equal to tiles, on the tile
+Plans (lazypatch/store/reading/readers.py): whole tiles (boxes equal to tiles, on the tile
 grid); segments (row pieces of gcd(tile, size, x offsets) pixels, none
 crossing a tile border), with the address patterns kept across batches in the
 map; joined rows (the tile rows a box row spans copied side by side into
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import lazypatch._readers as readers
+import lazypatch.store.reading.readers as readers
 from lazypatch import ImageStore, write_store
 from lazypatch.testing import patch_oracle
 

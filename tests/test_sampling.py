@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from lazypatch import PatchDataset, PatchIndex, PatchSampler, SeededTransform
-from lazypatch._shuffle import permute
+from lazypatch.data._shuffle import permute
 
 
 @given(st.integers(1, 5000), st.integers(0, 2**40), st.integers(0, 5))

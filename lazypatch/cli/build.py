@@ -1,0 +1,56 @@
+"""``lazypatch build SOURCE OUTPUT``: a folder of image files into one store, or into shards.
+
+The command line of :func:`lazypatch.build`; every flag is a keyword of it.
+"""
+
+from __future__ import annotations
+
+from ..ingest import DEFAULT_WORKERS, build
+from ..store import format as fmt
+from ._args import int_list
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("source", help="folder (searched recursively), image file or glob of PNG, "
+                                       "JPEG, TIFF or .npy files")
+    parser.add_argument("output", help="the store file to write (.h5); with --shards, the name "
+                                       "shards are derived from (OUT-00000-of-00004.h5)")
+    parser.add_argument("--masks", metavar="DIR", help="folder (or glob) of masks, paired with images by file stem")
+    parser.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. '_mask'")
+    parser.add_argument("--allow-unmatched", action="store_true",
+                        help="leave out images with no mask or several (default: an error)")
+    parser.add_argument("--layout", default="tiled", choices=fmt.LAYOUTS)
+    parser.add_argument("--tile", type=int_list, help="tile size, an int or per-axis 'Y,X'")
+    parser.add_argument("--compression", help="gzip or lzf (needs --layout chunked); with "
+                                              "hdf5plugin installed also zstd, lz4, blosc, bitshuffle")
+    parser.add_argument("--compression-opts", type=int, help="gzip level 0-9, or the codec's level")
+    parser.add_argument("--checksum", action="store_true", help="fletcher32 per chunk (needs --layout chunked)")
+    parser.add_argument("--spatial-ndim", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--stats", action="store_true",
+                        help="per-channel statistics for PatchDataset(normalize=...)")
+    parser.add_argument("--label-stats", action="store_true",
+                        help="per-block label counts of the masks, for ClassSampler")
+    parser.add_argument("--shards", type=int, help="write this many shard files (balanced by bytes)")
+    parser.add_argument("--shard-size", help="instead: shards of at most about this size, e.g. 2GB")
+    parser.add_argument("--shard-index", type=int,
+                        help="write only this shard (0-based): one machine per shard")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="threads decoding PNG/JPEG ahead of the writer (default: min(4, CPUs)); 0: none")
+    parser.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    result = build(
+        args.source, args.output, masks=args.masks, mask_suffix=args.mask_suffix,
+        allow_unmatched=args.allow_unmatched, layout=args.layout, tile=args.tile,
+        compression=args.compression, compression_opts=args.compression_opts, checksum=args.checksum,
+        spatial_ndim=args.spatial_ndim, stats=args.stats, label_stats=args.label_stats,
+        shards=args.shards, shard_size=args.shard_size, shard_index=args.shard_index,
+        workers=args.workers, dry_run=args.dry_run, overwrite=args.overwrite,
+        progress=not args.no_progress, verbose=True,
+    )
+    if not args.dry_run:
+        result.close()
+    return 0

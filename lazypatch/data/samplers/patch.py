@@ -1,0 +1,258 @@
+"""Samplers over the flat patch index: seeded, resumable, distributed, O(1) memory.
+
+:class:`PatchSampler` yields flat patch numbers for a map-style dataset. The
+order of an epoch is a pure function of ``(seed, epoch)``: rank ``r`` of ``R``
+takes global positions ``r, r + R, r + 2R, ...``, so the set of patches an
+epoch visits does not depend on the number of ranks, and a run can resume
+mid-epoch on a different number of ranks. No list of indices is ever built:
+a keyed bijection of ``[0, n)`` (``_shuffle.permute``) is evaluated chunk by
+chunk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import operator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from .. import _shuffle
+from ...grid import is_int
+from ...errors import ParameterError, ParameterTypeError
+
+__all__ = ["PatchSampler", "distributed_defaults"]
+
+_CHUNK = 4096
+_BALANCES = ("patch", "image")
+
+
+def distributed_defaults(num_replicas=None, rank=None) -> tuple:
+    """(num_replicas, rank), from torch.distributed when initialized, else (1, 0)."""
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_replicas is None:
+        num_replicas = torch.distributed.get_world_size() if initialized else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if initialized else 0
+    if not is_int(num_replicas) or num_replicas < 1:
+        raise ParameterError(f"num_replicas must be a positive integer, got {num_replicas!r}")
+    if not is_int(rank) or not 0 <= rank < num_replicas:
+        raise ParameterError(f"rank must be an integer in [0, {num_replicas}), got {rank!r}")
+    return int(num_replicas), int(rank)
+
+
+def _bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterTypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class PatchSampler(Sampler):
+    """Flat patch numbers in a seeded order, split across ranks.
+
+    Parameters
+    ----------
+    dataset : sized (a PatchDataset, a PatchIndex, or anything with ``len``)
+    shuffle : bool
+        A keyed random permutation per epoch; ``False`` keeps index order.
+    seed : int
+    num_samples : int, optional
+        Samples per epoch (all ranks together); default ``len(dataset)``.
+        Without replacement and larger than the dataset, it continues into
+        further permutations.
+    replacement : bool
+        Independent uniform draws instead of a permutation.
+    num_replicas, rank : int, optional
+        Defaults from ``torch.distributed`` when initialized, else 1 and 0.
+    drop_last : bool
+        ``False`` (default): every rank gets ``ceil(num_samples / R)`` samples,
+        the stream wrapping to its start (at most ``R - 1`` repeats).
+        ``True``: ``num_samples // R`` each, the tail dropped.
+    balance : {"patch", "image"}
+        ``"patch"``: every patch equally likely. ``"image"``: every image
+        (with at least one patch) equally likely, then a patch of it; needs a
+        dataset with an ``index`` (a PatchDataset) or a PatchIndex.
+
+    Notes
+    -----
+    ``set_epoch(epoch)`` changes the order (and calls ``dataset.set_epoch``
+    when the dataset has one, for :class:`SeededTransform`).
+    ``state_dict()`` records the global position reached; a DataLoader draws
+    indices ahead of the batches it returns (``prefetch_factor`` batches per
+    worker), so for an exact resume pass the number of samples this rank has
+    processed: ``sampler.state_dict(consumed=steps * batch_size)``.
+
+    Examples
+    --------
+    >>> sampler = PatchSampler(range(10), seed=1)
+    >>> order = list(sampler)
+    >>> sorted(order) == list(range(10)), order == list(PatchSampler(range(10), seed=1))
+    (True, True)
+    >>> ranks = [list(PatchSampler(range(10), seed=1, num_replicas=3, rank=r)) for r in range(3)]
+    >>> [len(r) for r in ranks], sorted(set(sum(ranks, []))) == list(range(10))
+    ([4, 4, 4], True)
+    """
+
+    def __init__(self, dataset, *, shuffle: bool = True, seed: int = 0, num_samples=None,
+                 replacement: bool = False, num_replicas=None, rank=None, drop_last: bool = False,
+                 balance: str = "patch"):
+        self.dataset = dataset
+        self.size = len(dataset)
+        if self.size < 1:
+            raise ParameterError("the dataset is empty: nothing to sample")
+        if not is_int(seed):
+            raise ParameterTypeError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        self.shuffle = _bool(shuffle, "shuffle")
+        self.replacement = _bool(replacement, "replacement")
+        self.drop_last = _bool(drop_last, "drop_last")
+        if num_samples is None:
+            num_samples = self.size
+        if not is_int(num_samples) or num_samples < 1:
+            raise ParameterError(f"num_samples must be a positive integer, got {num_samples!r}")
+        self.num_samples = int(num_samples)
+        if balance not in _BALANCES:
+            raise ParameterError(f"balance must be one of {_BALANCES}, got {balance!r}")
+        self.balance = balance
+        if balance == "image":
+            index = getattr(dataset, "index", dataset)
+            if not hasattr(index, "offsets"):
+                raise ParameterTypeError("balance='image' needs a PatchDataset or a PatchIndex")
+            counts = index.counts
+            self._images = np.flatnonzero(counts > 0)  # O(images): which images have patches
+            self._starts = (index.offsets - counts)[self._images]
+            self._counts = counts[self._images]
+        self.num_replicas, self.rank = distributed_defaults(num_replicas, rank)
+        if self.drop_last and self.num_samples < self.num_replicas:
+            raise ParameterError(
+                f"drop_last=True with {self.num_samples} samples for {self.num_replicas} ranks "
+                "leaves every rank empty"
+            )
+        self.epoch = 0
+        self._start = 0  # global position this epoch's iteration starts from
+        self._progress = (0, None, 0)  # (samples before the current chunk, its iterator, its size)
+
+    # -- sizes ----------------------------------------------------------------------------
+    def _per_rank(self, start: int = 0) -> int:
+        remaining = self.num_samples - start
+        if self.drop_last:
+            return max(remaining // self.num_replicas, 0)
+        return -(-remaining // self.num_replicas)
+
+    def __len__(self) -> int:
+        return self._per_rank(self._start)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of an epoch (and reset any resumed position)."""
+        if not is_int(epoch) or epoch < 0:
+            raise ParameterError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.epoch = int(epoch)
+        self._start = 0
+        self._progress = (0, None, 0)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    # -- the global stream ------------------------------------------------------------------
+    def indices(self, positions) -> np.ndarray:
+        """Flat patch numbers at global positions of this epoch's stream (vectorized)."""
+        positions = np.asarray(positions, dtype=np.int64) % self.num_samples
+        salt = _shuffle.key(self.seed, self.epoch)
+        if self.balance == "image":
+            return self._image_balanced(positions, salt)
+        if not self.shuffle:
+            return positions % self.size
+        if self.replacement:
+            return _shuffle.uniform(positions, self.size, salt)
+        lap = positions // self.size  # each pass over the data has its own permutation
+        return _shuffle.permute(positions % self.size, self.size, salt, tweak=lap)
+
+    def _image_balanced(self, positions, salt) -> np.ndarray:
+        images = len(self._images)
+        if self.replacement:
+            which = _shuffle.uniform(positions, images, _shuffle.key(salt, 1))
+            within = _shuffle.uniform(positions, self._counts[which], _shuffle.key(salt, 2))
+            return self._starts[which] + within
+        lap, slot = np.divmod(positions, images)
+        which = _shuffle.permute(slot, images, _shuffle.key(salt, 3), tweak=lap) if self.shuffle else slot
+        counts = self._counts[which]
+        step = lap % counts  # the lap-th patch of the image, wrapping for small images
+        if self.shuffle:  # each image's patches in an order of their own
+            step = _shuffle.permute(step, counts, _shuffle.key(salt, 4), tweak=self._images[which])
+        return self._starts[which] + step
+
+    # -- iteration ----------------------------------------------------------------------------
+    def positions(self, start: int | None = None) -> range:
+        """Global positions this rank visits, from ``start`` (default: where it resumes)."""
+        start = self._start if start is None else start
+        return range(start + self.rank, start + self.rank + self._per_rank(start) * self.num_replicas,
+                     self.num_replicas)
+
+    @property
+    def _yielded(self) -> int:
+        """Samples this rank has handed out since the epoch (or the resume) began."""
+        before, iterator, size = self._progress
+        return before if iterator is None else before + size - operator.length_hint(iterator)
+
+    def __iter__(self):
+        positions = self.positions()
+        self._progress = (0, None, 0)
+        for begin in range(0, len(positions), _CHUNK):
+            values = self.indices(np.asarray(positions[begin:begin + _CHUNK], dtype=np.int64)).tolist()
+            iterator = iter(values)
+            self._progress = (begin, iterator, len(values))
+            yield from iterator  # no Python work per index
+        self._progress = (len(positions), None, 0)
+
+    def batches(self, batch_size: int, drop_last: bool = False):
+        """This rank's samples as int64 arrays of ``batch_size`` (for ``read_batch``)."""
+        if not is_int(batch_size) or batch_size < 1:
+            raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positions = self.positions()
+        self._progress = (0, None, 0)
+        done = 0
+        step = max(_CHUNK // batch_size, 1) * batch_size  # draw several batches at once
+        for begin in range(0, len(positions), step):
+            drawn = self.indices(np.asarray(positions[begin:begin + step], dtype=np.int64))
+            for first in range(0, len(drawn), batch_size):
+                batch = drawn[first:first + batch_size]
+                if drop_last and len(batch) < batch_size:
+                    return
+                done += len(batch)
+                self._progress = (done, None, 0)
+                yield batch
+
+    # -- resuming -----------------------------------------------------------------------------
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """Where the stream stands: seed, epoch and the global position reached.
+
+        ``consumed``: samples this rank has processed since the epoch (or the
+        resume) began; default, the samples it has yielded.
+        """
+        done = self._yielded if consumed is None else consumed
+        if not is_int(done) or done < 0:
+            raise ParameterError(f"consumed must be a non-negative integer, got {consumed!r}")
+        return {"seed": self.seed, "epoch": self.epoch, "num_samples": self.num_samples,
+                "shuffle": self.shuffle, "replacement": self.replacement, "balance": self.balance,
+                "position": min(self._start + int(done) * self.num_replicas, self.num_samples)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where ``state`` stopped (the number of ranks may differ)."""
+        if not isinstance(state, dict) or not is_int(state.get("epoch")):
+            raise ParameterTypeError(
+                f"state must be a dict from PatchSampler.state_dict() with an integer 'epoch', got "
+                f"{state!r:.200}"
+            )
+        for key in ("seed", "num_samples", "shuffle", "replacement", "balance"):
+            if key in state and state[key] != getattr(self, key):
+                raise ParameterError(
+                    f"state_dict was made with {key}={state[key]!r}, this sampler has "
+                    f"{key}={getattr(self, key)!r}"
+                )
+        position = state.get("position", 0)
+        if not is_int(position) or not 0 <= position <= self.num_samples:
+            raise ParameterError(f"state_dict position must be in [0, {self.num_samples}], got {position!r}")
+        self.set_epoch(state["epoch"])
+        self._start = int(position)
+
+

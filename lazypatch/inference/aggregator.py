@@ -1,0 +1,434 @@
+"""Stitching patch predictions back into full images.
+
+``PatchAggregator`` accumulates weighted predictions per image and divides by
+the total weight when the image is complete. Weights are separable (a 1-D
+window per axis), so when every patch of an image's grid has arrived the
+total weight is an outer product of per-axis sums, computed once: adding a
+patch then costs one in-place slice-add. Images whose patches do not all
+arrive (a filtered dataset, an interrupted run) are finalized by summing the
+weights of the patches that did.
+
+Out of core: with ``out="preds.h5"`` every finished image is written to an
+HDF5 file (atomically, like a store) and dropped from memory; fed in grid
+order, only the images in flight are held.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import weakref
+
+import numpy as np
+
+from ..errors import ParameterError, ParameterTypeError, StoreExistsError
+from ..grid import check_edge, is_int
+from ..index import PatchIndex, as_int_array
+from ..store import ImageStore
+from ..store import format as fmt
+from ..store.publish import publish_h5, temporary_path
+
+__all__ = ["PatchAggregator"]
+
+MODES = ("average", "gaussian", "hann", "crop")
+_FLOOR = 1e-3  # per-axis weight floor: every covered pixel gets a positive total weight
+
+
+def _window(mode: str, size: int, sigma_scale: float) -> np.ndarray:
+    """The 1-D weight of one axis (before the crop mode's per-patch margins)."""
+    x = np.arange(size, dtype=np.float64)
+    if mode == "gaussian":
+        sigma = max(sigma_scale * size, 1e-6)
+        window = np.exp(-0.5 * ((x - (size - 1) / 2) / sigma) ** 2)
+    elif mode == "hann":
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * (x + 1) / (size + 1))
+    else:
+        window = np.ones(size)
+    window /= window.max()
+    return np.maximum(window, _FLOOR)
+
+
+def _discard(h5, path: str, pid: int) -> None:
+    """Close and remove an unpublished out file (in the process that made it: a forked
+    child exiting must not remove its parent's file)."""
+    if os.getpid() != pid:
+        return
+    fmt.discard_h5(h5, path)
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def _as_numpy(values, name: str, dtype=None) -> np.ndarray:
+    if hasattr(values, "detach"):  # a torch tensor, on any device
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+class PatchAggregator:
+    """Blend per-patch predictions (B, C, *patch) into full-size (C, *spatial) outputs.
+
+    Parameters
+    ----------
+    store_or_shapes : ImageStore, path, or array-like (n_images, ndim)
+        Where the spatial shapes of the images come from.
+    patch_size, stride, edge
+        The grid the predictions were made on (see :class:`PatchIndex`).
+        ``edge`` defaults to ``"shift"``, which covers every pixel.
+    mode : {"average", "gaussian", "hann", "crop"}
+        How overlapping predictions are weighted: equally; by a Gaussian
+        (``sigma = sigma_scale * patch``) or a Hann window centred on the
+        patch; or only the patch's central ``stride`` part counts ("crop"),
+        except at the image border where the outer margin is kept so the
+        edge is covered. Weights are floored at 1e-3 per axis, so every
+        covered pixel has a positive total weight.
+    out : str or os.PathLike, optional
+        An HDF5 file for the results (dataset ``predictions/<image id>``);
+        written atomically when the aggregator is closed. Default: in RAM.
+    overwrite : bool
+        Replace an existing ``out`` file (when closed). Default: an existing
+        file is an error, and the store the shapes come from never is ``out``.
+    image_ids : sequence of int, optional
+        The grid covers only these images (as with ``PatchDataset(image_ids=)``);
+        ``image_id`` values passed to :meth:`add` are still the store's.
+
+    Notes
+    -----
+    Exact for any number of overlaps; a patch added twice counts once;
+    predictions for the part of a patch outside its image are ignored.
+    Pixels that no patch covers (``edge="drop"``) are NaN, and ``result``
+    warns with their count.
+
+    Examples
+    --------
+    >>> agg = PatchAggregator([(5, 7)], patch_size=4, stride=2, mode="gaussian")
+    >>> image = np.arange(35, dtype=np.float32).reshape(1, 5, 7)
+    >>> ids, origins = agg.index.locate(np.arange(len(agg.index)))
+    >>> patches = np.stack([image[:, y:y + 4, x:x + 4] for y, x in origins])
+    >>> agg.add(patches, ids, origins)
+    >>> bool(np.allclose(agg.result(0).numpy(), image))
+    True
+    """
+
+    def __init__(self, store_or_shapes, patch_size, *, stride=None, edge: str = "shift",
+                 mode: str = "average", out=None, image_ids=None, sigma_scale: float = 0.125,
+                 overwrite: bool = False):
+        shapes, names = self._shapes_of(store_or_shapes)
+        if not isinstance(overwrite, bool):
+            raise ParameterTypeError(f"overwrite must be True or False, got {overwrite!r}")
+        if mode not in MODES:
+            raise ParameterError(f"mode must be one of {MODES}, got {mode!r}")
+        check_edge(edge)
+        if not isinstance(sigma_scale, (int, float)) or isinstance(sigma_scale, bool) or sigma_scale <= 0:
+            raise ParameterError(f"sigma_scale must be a positive number, got {sigma_scale!r}")
+        self.mode = mode
+        self._full = full = PatchIndex(shapes, patch_size, stride, edge)
+        if image_ids is not None:
+            image_ids = as_int_array(image_ids, "image_ids").reshape(-1)
+            self.index = full.subset(image_ids)
+            self._local = {int(i): k for k, i in enumerate(image_ids.tolist())}
+            self.image_ids = image_ids
+        else:
+            self.index = full
+            self._local = None
+            self.image_ids = np.arange(len(shapes))
+        self.patch_size, self.stride, self.edge = full.patch_size, full.stride, full.edge
+        self._shapes = self.index.shapes
+        self._names = names
+        self._windows = [_window(mode, p, sigma_scale) for p in self.patch_size]
+        self.channels = None
+        self._sums = {}  # image (local id) -> float32 (C, *shape) weighted sums
+        self._received = {}  # image -> one byte per patch: arrived or not
+        self._missing = {}  # image -> patches still to arrive
+        self._done = {}  # image -> result array (in RAM) or True (in the out file)
+        self._complete = set()  # images finished because all their patches arrived
+        self._out_path = None
+        self._h5 = None
+        self._uncovered = {}  # image id -> pixels no patch covered, when written to out
+        if out is not None:
+            self._open_out(os.fspath(out), overwrite)
+
+    @classmethod
+    def from_dataset(cls, dataset, **options) -> "PatchAggregator":
+        """An aggregator on a PatchDataset's grid (store, patch, stride, edge, images)."""
+        options.setdefault("stride", dataset.stride)
+        options.setdefault("edge", dataset.edge)
+        return cls(dataset.store, dataset.patch_size, image_ids=dataset.image_ids, **options)
+
+    @staticmethod
+    def _shapes_of(source):
+        if isinstance(source, (str, bytes, os.PathLike)):
+            source = ImageStore(source)
+        if isinstance(source, ImageStore):
+            return source.shapes, source
+        return np.asarray(source), None
+
+    # -- the out file ----------------------------------------------------------------------
+    def _open_out(self, path: str, overwrite: bool) -> None:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"the folder of out does not exist: {folder!r}")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"out is a directory: {path!r}")
+        if self._names is not None and os.path.exists(path) and any(
+                os.path.samefile(path, p) for p in self._names.paths):
+            raise ParameterError(f"out is the store the predictions are made on: {path!r}")
+        if os.path.exists(path) and not overwrite:
+            raise StoreExistsError(f"out {path!r} exists; pass overwrite=True to replace it")
+        self._out_path, self._overwrite = path, overwrite
+        self._tmp_path = temporary_path(path)
+        try:
+            self._h5 = fmt.create_h5(self._tmp_path)
+        except BaseException:  # a full disk can fail it after the file exists
+            if os.path.exists(self._tmp_path):
+                os.unlink(self._tmp_path)
+            raise
+        # an aggregator dropped without close() (or an exit) leaves no temporary file behind
+        self._discard = weakref.finalize(self, _discard, self._h5, self._tmp_path, os.getpid())
+        self._h5.attrs["lazypatch_predictions"] = 1
+        self._h5.attrs["patch_size"] = self.patch_size
+        self._h5.attrs["stride"] = self.stride
+        self._h5.attrs["edge"] = self.edge
+        self._h5.attrs["mode"] = self.mode
+        self._h5.create_group("predictions")
+
+    def close(self) -> None:
+        """Finish every image still in flight and publish the out file (if any)."""
+        self._close()
+
+    def _close(self) -> None:  # close() and __exit__ both call it: warnings name their caller
+        for local in list(self._sums):
+            self._finish(local)
+        if self._h5 is not None:
+            try:
+                publish_h5(self._h5, self._tmp_path, self._out_path, self._overwrite)
+            except BaseException:  # a full disk: the temporary file goes, the error stays
+                self._h5 = None
+                self._discard()
+                raise
+            self._discard.detach()
+            self._h5 = None
+            self._warn_incomplete()
+
+    def _warn_incomplete(self) -> None:
+        """Say what the published file lacks: NaN pixels, images no patch reached."""
+        missing = self.index.num_images - len(self._done)
+        holes = {image: n for image, n in self._uncovered.items() if n}
+        if missing or holes:
+            parts = []
+            if holes:
+                first = next(iter(holes))
+                parts.append(f"{sum(holes.values())} pixels of {len(holes)} images are covered by "
+                             f"no patch and are NaN (image {first}: {holes[first]})")
+            if missing:
+                parts.append(f"{missing} images received no patch and are not in the file")
+            warnings.warn(f"{self._out_path}: " + "; ".join(parts), RuntimeWarning, stacklevel=4)
+
+    def __enter__(self) -> "PatchAggregator":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self._close()
+        elif self._h5 is not None:  # an error: leave no half-written file behind
+            self._h5 = None
+            self._discard()
+
+    # -- adding ------------------------------------------------------------------------------
+    def _local_ids(self, image_ids: np.ndarray) -> np.ndarray:
+        if self._local is None:
+            return image_ids
+        try:
+            return np.asarray([self._local[int(i)] for i in image_ids.tolist()], dtype=np.int64)
+        except KeyError as exc:
+            raise ParameterError(f"image id {exc.args[0]} is not one of this aggregator's images") from None
+
+    def add(self, predictions, image_ids, origins) -> None:
+        """Accumulate a batch of predictions (B, C, *patch) made at (image_id, origin).
+
+        ``image_ids`` and ``origins`` are the ``"image_id"`` and ``"origin"``
+        the dataset yielded (tensors or arrays).
+        """
+        predictions = _as_numpy(predictions, "predictions")
+        if predictions.dtype.kind not in "biuf":
+            raise ParameterTypeError(f"predictions must be numeric, got {predictions.dtype}")
+        image_ids = as_int_array(_as_numpy(image_ids, "image_ids"), "image_ids").reshape(-1)
+        origins = as_int_array(_as_numpy(origins, "origins"), "origins")
+        count = len(image_ids)
+        nd = len(self.patch_size)
+        if predictions.ndim != nd + 2 or predictions.shape[0] != count or tuple(predictions.shape[2:]) != self.patch_size:
+            raise ParameterError(
+                f"predictions must have shape (B, C, *{self.patch_size}) with B = {count} "
+                f"image_ids, got {predictions.shape}"
+            )
+        if self.channels is not None and predictions.shape[1] != self.channels:
+            raise ParameterError(
+                f"predictions must keep {self.channels} channels, got {predictions.shape[1]}"
+            )
+        local = self._local_ids(image_ids)
+        # origins off the grid: a ParameterError naming the store's image id
+        flat = self._full.flat_index(image_ids, origins)
+        self.channels = int(predictions.shape[1])
+        first = flat - (self._full.offsets - self._full.counts)[image_ids]
+        if self.mode == "average":  # every weight is 1: the predictions are added as they are
+            weighted = predictions.astype(np.float32, copy=False)
+        else:
+            weighted = predictions.astype(np.float32, copy=False) * self._patch_weights(local, origins)[:, None]
+        patch = self.patch_size
+        finished = []
+        for k, (image, position, origin) in enumerate(zip(local.tolist(), first.tolist(), origins.tolist())):
+            received = self._received.get(image)
+            if received is None:
+                received = self._start(image)
+                if received is None:
+                    continue  # a repeat of a patch of a finished image
+            if received[position]:
+                continue  # the same patch twice (a distributed sampler's wrap): counted once
+            received[position] = 1
+            sums = self._sums[image]
+            box = (slice(None),) + tuple(slice(o, o + p) for o, p in zip(origin, patch))
+            target = sums[box]
+            if target.shape[1:] == patch:
+                target += weighted[k]
+            else:  # the patch leaves the image: only its inside counts
+                target += weighted[(k, slice(None)) + tuple(slice(0, n) for n in target.shape[1:])]
+            self._missing[image] -= 1
+            if not self._missing[image]:
+                finished.append(image)
+        for image in finished:
+            self._complete.add(image)
+            self._finish(image)
+
+    def _start(self, image: int):
+        """Buffers for an image's first patch (None for a repeat after it finished)."""
+        if image in self._done:
+            if image in self._complete:
+                return None  # every patch of it arrived already: this one is a repeat
+            raise ParameterError(
+                f"image {int(self.image_ids[image])} was already finished (result() was called "
+                "before all its patches arrived)"
+            )
+        count = int(self.index.counts[image])
+        self._received[image] = received = bytearray(count)
+        self._missing[image] = count
+        shape = tuple(int(v) for v in self._shapes[image])
+        self._sums[image] = np.zeros((self.channels,) + shape, np.float32)
+        return received
+
+    def _axis_weights(self, axis: int, origins: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per-patch 1-D weights (B, patch) of one axis (crop margins depend on position)."""
+        window = self._windows[axis]
+        weights = np.broadcast_to(window, (len(origins), len(window))).copy()
+        if self.mode == "crop":
+            patch, stride = self.patch_size[axis], self.stride[axis]
+            low = max(patch - stride, 0) // 2
+            high = max(patch - stride, 0) - low
+            x = np.arange(patch)
+            keep_low = origins[:, None] == 0  # the first patch keeps its outer margin
+            keep_high = origins[:, None] + patch >= lengths[:, None]  # so does the last
+            inside = ((x >= low) | keep_low) & ((x < patch - high) | keep_high)
+            weights = np.where(inside, 1.0, _FLOOR)
+        return weights
+
+    def _patch_weights(self, local, origins) -> np.ndarray:
+        lengths = self._shapes[local]
+        total = None
+        for axis in range(len(self.patch_size)):
+            axis_weights = self._axis_weights(axis, origins[:, axis], lengths[:, axis])
+            shape = [len(local)] + [1] * len(self.patch_size)
+            shape[axis + 1] = self.patch_size[axis]
+            axis_weights = axis_weights.reshape(shape)
+            total = axis_weights if total is None else total * axis_weights
+        return total.astype(np.float32)
+
+    # -- finishing ---------------------------------------------------------------------------
+    def _weight_sum(self, image: int) -> np.ndarray:
+        shape = tuple(int(v) for v in self._shapes[image])
+        received = np.frombuffer(self._received[image], np.uint8).astype(bool)
+        if received.all():
+            # separable weights over a full Cartesian grid: an outer product of 1-D sums
+            total = None
+            grid = self.index.grid_shape[image]
+            for axis, length in enumerate(shape):
+                one = PatchIndex([(length,)], self.patch_size[axis], self.stride[axis], self.edge)
+                starts = one.locate(np.arange(int(grid[axis])))[1][:, 0]
+                lengths = np.full(len(starts), length)
+                weights = self._axis_weights(axis, starts, lengths)
+                line = np.zeros(max(length, int(starts.max())) + self.patch_size[axis])
+                for start, row in zip(starts.tolist(), weights):
+                    line[start:start + len(row)] += row
+                line = line[:length].reshape([-1 if a == axis else 1 for a in range(len(shape))])
+                total = line if total is None else total * line
+            return total.astype(np.float32)
+        total = np.zeros(shape, np.float32)
+        start = int(self.index.offsets[image] - self.index.counts[image])
+        done = np.flatnonzero(received) + start
+        for chunk in range(0, len(done), 4096):
+            ids, origins = self.index.locate(done[chunk:chunk + 4096])
+            weights = self._patch_weights(ids, origins)
+            for k, origin in enumerate(origins.tolist()):
+                box = tuple(slice(o, o + p) for o, p in zip(origin, self.patch_size))
+                target = total[box]
+                target += weights[(k,) + tuple(slice(0, n) for n in target.shape)]
+        return total
+
+    def _finish(self, image: int) -> None:
+        sums = self._sums.pop(image)
+        weight = self._weight_sum(image)
+        self._received.pop(image)
+        self._missing.pop(image)
+        uncovered = weight == 0
+        if uncovered.any():
+            weight[uncovered] = 1
+            sums[:, uncovered] = np.nan
+        result = np.divide(sums, weight, out=sums)
+        if self._h5 is not None:
+            image_id = int(self.image_ids[image])
+            fmt.write_dataset(self._h5["predictions"], str(image_id), result)
+            self._uncovered[image_id] = int(uncovered.sum())
+            self._done[image] = True
+        else:
+            self._done[image] = result
+
+    # -- results -----------------------------------------------------------------------------
+    def result(self, image_id):
+        """The blended (C, *spatial) float32 tensor of one image (finishing it if needed)."""
+        import torch
+
+        if not is_int(image_id):
+            raise ParameterTypeError(f"image_id must be an integer, got {image_id!r}")
+        image = int(self._local_ids(np.asarray([image_id]))[0]) if self._local else int(image_id)
+        if not 0 <= image < self.index.num_images:
+            raise ParameterError(f"image id {image_id} is out of range for {self.index.num_images} images")
+        if image not in self._done:
+            if image in self._sums:
+                self._finish(image)
+            else:
+                shape = tuple(int(v) for v in self._shapes[image])
+                self._done[image] = np.full(((self.channels or 1),) + shape, np.nan, np.float32)
+        value = self._done[image]
+        if value is True:
+            value = self._h5["predictions"][str(int(image_id))][()] if self._h5 is not None else None
+            if value is None:
+                import h5py
+
+                with h5py.File(self._out_path, "r") as f:
+                    value = f["predictions"][str(int(image_id))][()]
+        uncovered = int(np.isnan(value[0]).sum()) if value.size else 0
+        if uncovered:
+            warnings.warn(
+                f"{uncovered} pixels of image {image_id} are covered by no patch (edge="
+                f"{self.edge!r}, or patches never added); they are NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return torch.from_numpy(value)  # the stored result itself (no copy of a whole image)
+
+    @property
+    def in_flight(self) -> int:
+        """Images with some but not all of their patches added."""
+        return len(self._sums)
+
+    def __repr__(self) -> str:
+        return (f"PatchAggregator({self.index.num_images} images, patch_size={self.patch_size}, "
+                f"stride={self.stride}, edge={self.edge!r}, mode={self.mode!r}, "
+                f"{len(self._done)} done, {len(self._sums)} in flight)")

@@ -1,0 +1,18 @@
+"""Ingest: images from arrays or files into a store. Never imports torch.
+
+Who uses it: users (:func:`write_store` for arrays, :func:`build` for folders
+of files) and the ``lazypatch build`` command.
+
+- :mod:`.validate`: every check on options, images, masks, names and metadata.
+- :mod:`.builder`: :func:`write_store` and the ``Builder`` that tiles, checksums
+  and writes (statistics from ``lazypatch.stats`` accumulated on the way).
+- :mod:`.files`: image files (PNG, JPEG, TIFF, .npy) read header first,
+  decoded ahead in threads; masks paired by file stem.
+- :mod:`.shards`: a collection cut into byte-balanced shard files.
+- :mod:`.folder`: :func:`build`, the two-pass build from files.
+"""
+
+from .builder import write_store
+from .folder import DEFAULT_WORKERS, build
+
+__all__ = ["build", "write_store"]

@@ -1,0 +1,104 @@
+"""``describe``: the facts ``lazypatch info`` prints about a store, as a dict."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..errors import ParameterTypeError
+from ..index import PatchIndex
+from ..store import ImageStore
+from .channels import ChannelStats
+
+__all__ = ["describe"]
+
+
+def describe(store, patch=None, stride=None, edge="drop") -> dict:
+    """The facts ``lazypatch info STORE --json`` prints, as a dict.
+
+    Parameters
+    ----------
+    store : ImageStore, str, os.PathLike or list of them
+        An open store, or the path of a store (or the paths of its shards).
+    patch, stride : int or sequence of int, optional
+        Also count the patches of this grid (``grid`` entry).
+    edge : {"drop", "shift", "pad"}
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, lazypatch
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+    >>> lazypatch.write_store(path, [np.zeros((100, 80, 3), np.uint8)], progress=False).close()
+    >>> facts = describe(path, patch=32)
+    >>> facts["images"], facts["shape_max"], facts["grid"]["patches"]
+    (1, [100, 80], 6)
+    """
+    if not isinstance(store, ImageStore):
+        if not isinstance(store, (str, os.PathLike, list, tuple)):
+            raise ParameterTypeError(f"store must be an ImageStore or a path, got {type(store).__name__}")
+        with ImageStore(store) as opened:
+            return describe(opened, patch, stride, edge)
+    shapes = store.shapes
+    facts = {
+        "path": store.path,
+        "images": len(store),
+        "spatial_ndim": store.spatial_ndim,
+        "shape_min": shapes.min(axis=0).tolist(),
+        "shape_median": np.median(shapes, axis=0).tolist(),
+        "shape_max": shapes.max(axis=0).tolist(),
+        "dtype": store.dtype.name,
+        "channels": store.channels,
+        "channel_axis": store.channel_axis,
+        "masks": store.mask_dtype.name if store.has_masks else None,
+        "layout": store.layout,
+        "tile": list(store.tile) if store.tile else None,
+        "compression": store.compression,
+        "checksum": store.checksum,
+        "read_path": _read_path(store),
+        "pixels": int(shapes.prod(axis=1).sum()),
+        "bytes_on_disk": store.nbytes,
+        "format_version": store.attrs.get("lazypatch_format_version"),
+        "written_by": store.attrs.get("lazypatch_version"),
+    }
+    if len(store.paths) > 1:
+        facts["shards"] = store.paths
+    provenance = store.attrs.get("provenance")
+    if provenance:
+        try:
+            facts["provenance"] = json.loads(provenance)
+        except ValueError:
+            facts["provenance"] = provenance
+    try:
+        facts["channel_stats"] = {k: [round(v, 4) for v in values]
+                                  for k, values in ChannelStats.open(store).summary().items()}
+    except FileNotFoundError:
+        facts["channel_stats"] = None
+    if patch is not None:
+        index = PatchIndex(shapes, patch, stride, edge)
+        per_patch = int(np.prod(index.patch_size)) * store.channels * store.dtype.itemsize
+        facts["grid"] = {
+            "patch_size": list(index.patch_size),
+            "stride": list(index.stride),
+            "edge": edge,
+            "patches": len(index),
+            "images_without_patches": int((index.counts == 0).sum()),
+            "bytes_per_epoch": len(index) * per_patch,
+        }
+    return facts
+
+
+def _read_path(store) -> str:
+    if store.layout == "chunked":
+        why = ", ".join(filter(None, [f"{store.compression} compression" if store.compression else "",
+                                     "fletcher32 checksums" if store.checksum else ""])) or "chunks"
+        return f"h5py: HDF5 decodes the chunks ({why}); one call per run of consecutive chunks"
+    return {
+        "auto": "uncompressed tiles at computed offsets: memory map when the page cache holds "
+                "a batch's pages, else pread (asked per batch with RWF_NOWAIT probes)",
+        "mmap": "uncompressed tiles at computed offsets: memory map (io='mmap')",
+        "pread": "uncompressed tiles at computed offsets: pread from a thread pool (io='pread')",
+    }[store.io]
+
+
