@@ -2,7 +2,7 @@
 ``patch_size``, ``stride`` and ``edge``.
 
 The grid rule along one spatial axis of length ``L`` for a patch ``p`` and a
-stride ``s`` (DESIGN.md section 3):
+stride ``s``:
 
 ``drop``
     origins ``0, s, 2s, ...`` while ``origin + p <= L``.
@@ -62,7 +62,7 @@ def axis_tuple(value, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, .
     if is_int(value):
         items = (int(value),) * ndim
     else:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or getattr(value, "ndim", 1) == 0:
             raise ParameterTypeError(
                 f"{name} must be an int or a sequence of {ndim} ints, got {value!r}"
             )
@@ -113,7 +113,7 @@ def grid_counts(lengths: np.ndarray, patch, stride, edge: str) -> np.ndarray:
         short = ~fits | ((drop - 1) * s + p < lengths)
         return drop + short
     # pad: ceil((L - p) / s) + 1 positions, one when the image is smaller than the patch
-    return np.where(lengths > p, (lengths - p + s - 1) // s, 0) + 1
+    return np.where(lengths > p, ceil_div(lengths - p, s), 0) + 1
 
 
 def last_origin(lengths: np.ndarray, patch) -> np.ndarray:

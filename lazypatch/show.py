@@ -32,7 +32,7 @@ FIGSIZE = (12.0, 6.0)  # inches: a 1200 x 600 PNG at the default dpi of 100
 DEFAULT_PATCH = 256  # the largest default patch side, see show()
 _IMAGE_PIXELS = 1024  # the image panel shows at most this many pixels per axis
 _SAMPLE_PIXELS = 256  # a sample panel shows at most this many pixels per axis
-_READ_COLUMNS = 4096  # the widest read of a decimated view (NOTE [bounded reads])
+_READ_COLUMNS = 4096  # the widest read of a decimated view (see NOTE [bounded reads])
 _MAX_RECTANGLES = 256  # more grid positions than this are drawn as lines
 _LOCATE_LIMIT = 4096  # an image with more patches is drawn as lines without locating them
 _MAX_LINES = 128  # lines per axis; a denser grid draws every k-th line
@@ -98,7 +98,7 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
     ``tab10``.
 
     A large image is shown decimated to at most 1,024 pixels per axis (every
-    k-th pixel, read row by row; NOTE [bounded reads]): the whole image is
+    k-th pixel, read row by row; see NOTE [bounded reads]): the whole image is
     never read. Up to 256 grid positions are drawn as rectangles; a larger
     grid as lines at the patch origins and at the end of the last patch,
     every k-th line when there are more than 128 per axis (for a filtered

@@ -17,7 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import lazypatch.index._search as index_module
-from lazypatch import PatchIndex, PatchIndexError
+from lazypatch import FilteredIndex, PatchIndex, PatchIndexError
 from lazypatch.testing import axis_origins, brute_force_patches, grid_strategy, shapes_strategy
 
 
@@ -226,3 +226,48 @@ def test_uint16_tables_at_the_limit(edge):
         assert [(int(i), tuple(o)) for i, o in zip(ids, origins.tolist())] == pairs
         assert index.flat_index(ids, origins).tolist() == list(range(len(index)))
         assert all(index.locate(k) == pairs[k] for k in (0, len(index) - 1))
+
+
+# -- arrays describing an index: computed once, read-only ------------------------------------
+def test_index_arrays_are_read_only_and_computed_once():
+    index = PatchIndex([(40, 50), (7, 9), (64, 64)], patch_size=8, stride=4)
+    for name in ("shapes", "grid_shape", "counts", "offsets", "bounds"):
+        first, again = getattr(index, name), getattr(index, name)
+        assert not first.flags.writeable, name
+        assert np.shares_memory(first, again), name
+    kept = FilteredIndex(index, np.packbits(np.arange(len(index)) % 3 == 0))
+    for name in ("counts", "offsets", "bounds"):
+        assert not getattr(kept, name).flags.writeable, name
+        assert np.shares_memory(getattr(kept, name), getattr(kept, name)), name
+    assert index.counts.tolist() == np.diff(index.bounds).tolist()
+
+
+def test_both_indexes_implement_the_index_protocol():
+    from lazypatch.index import Index
+
+    index = PatchIndex([(40, 50), (7, 9)], patch_size=8)
+    kept = FilteredIndex(index, np.packbits(np.ones(len(index), bool)))
+    members = [m for m in vars(Index) if not m.startswith("_") or m == "__len__"]
+    for candidate in (index, kept):
+        assert isinstance(candidate, Index)
+        assert [m for m in members if not hasattr(candidate, m)] == []
+    assert kept.locate_scalar(3) == index.locate_scalar(3)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: np.array(8), id="numpy 0-d array"),
+    pytest.param(lambda: __import__("torch").tensor(8), id="torch 0-d tensor"),
+    pytest.param(lambda: (np.array(8), __import__("torch").tensor(8)), id="tuple of 0-d values"),
+])
+def test_zero_dimensional_integer_arrays_are_accepted_as_sizes(make):
+    index = PatchIndex([(40, 50)], patch_size=make())
+    assert index.patch_size == (8, 8)
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(np.array(8.0), id="float 0-d array"),
+    pytest.param(np.array(True), id="bool 0-d array"),
+])
+def test_zero_dimensional_non_integers_are_refused(value):
+    with pytest.raises(TypeError, match="patch_size must be"):
+        PatchIndex([(40, 50)], patch_size=value)

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import default_collate
 
 from ..errors import IntegrityError, ParameterError, ParameterTypeError
 from ..grid import is_int
@@ -34,7 +34,7 @@ from ..store.reading.gathers import page_aligned
 from .normalize import NORMALIZATIONS, Normalizer
 from .samples import SampleList, collate, make_samples
 
-__all__ = ["PatchDataset", "collate"]  # collate lives in _samples
+__all__ = ["PatchDataset", "collate"]  # collate lives in .samples
 
 _POOL_BYTES = 64 << 20
 
@@ -47,7 +47,7 @@ class _BufferPool:
     much as the copy itself, measured). A buffer is handed out again only when
     its reference count shows that no tensor or array made from it is alive,
     so callers cannot tell it from fresh memory. Buffers start on a page
-    (NOTE [page-aligned buffers] in _readers). The pool keeps 64 MiB, or
+    (see NOTE [page-aligned buffers] in lazypatch.store.reading.gathers). The pool keeps 64 MiB, or
     three buffers of the size asked when that is more (the batch being
     read, the one the caller still holds, a spare): a batch of 256 patches
     of 64^3 uint16 is 128 MiB, and reading it into fresh memory took 24.4

@@ -19,7 +19,7 @@ would see unmade slots as ``None``; call ``list(samples)`` first there.
 from __future__ import annotations
 
 import torch
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import default_collate
 
 from ..grid import is_int
 
@@ -73,7 +73,7 @@ def _changing(method):
 
 
 class SampleList(list):
-    """The samples of one batch, each made on first access (NOTE [lazy samples])."""
+    """The samples of one batch, each made on first access (see NOTE [lazy samples])."""
 
     __slots__ = ("_batch", "_made", "_changed", "_complete")
 
@@ -238,6 +238,8 @@ def collate(samples, *, collate_fn_map=None):
 
 
 def _register() -> None:
+    # torch's documented extension point of default_collate (its docstring shows
+    # ``default_collate_fn_map`` being extended) has no public import path
     try:
         from torch.utils.data._utils.collate import default_collate_fn_map
     except ImportError:  # pragma: no cover - a torch without the extension point

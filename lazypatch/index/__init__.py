@@ -6,7 +6,7 @@ and ``lazypatch.inference`` (the aggregator maps patches back to images).
 Nothing here imports torch or h5py.
 
 - :class:`PatchIndex`: the grid of every image, a cumulative sum and a search
-  (:class:`ImageSearch`, NOTE [bucket search]); O(images) memory.
+  (:class:`ImageSearch`, see NOTE [bucket search]); O(images) memory.
 - :class:`FilteredIndex`: the patches of a base index kept by a bitmap.
 - :class:`Index`: the protocol both implement, which the dataset and the
   samplers rely on.

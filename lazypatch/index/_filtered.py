@@ -67,6 +67,7 @@ class FilteredIndex:
         self._bounds.flags.writeable = False
         self._total = int(self._bounds[-1])
         self._find_images = ImageSearch(self._bounds)
+        self._counts = None
 
     # -- pickling: the bitmap never travels, its source is reopened -----------------------
     def __getstate__(self):
@@ -121,7 +122,11 @@ class FilteredIndex:
 
     @property
     def counts(self) -> np.ndarray:
-        return np.diff(self._bounds)
+        """Kept patches per image, int64, read-only (computed once)."""
+        if self._counts is None:
+            self._counts = np.diff(self._bounds)
+            self._counts.flags.writeable = False
+        return self._counts
 
     @property
     def offsets(self) -> np.ndarray:
@@ -199,6 +204,7 @@ class FilteredIndex:
         new._bounds.flags.writeable = False
         new._total = int(new._bounds[-1])
         new._find_images = ImageSearch(new._bounds)
+        new._counts = None
         return new
 
     def check_image_ids(self, image_ids: np.ndarray) -> None:

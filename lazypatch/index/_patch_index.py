@@ -66,7 +66,7 @@ class PatchIndex:
     stride : int or sequence of int, optional
         Step between origins per axis; defaults to ``patch_size``.
     edge : {"drop", "shift", "pad"}
-        What to do at the high end of an axis (DESIGN.md section 3): drop
+        What to do at the high end of an axis (the rules are in :mod:`lazypatch.grid`): drop
         partial patches, shift the last one back inside, or pad it.
 
     Raises
@@ -81,7 +81,7 @@ class PatchIndex:
     -----
     Memory is O(images): an int64 cumulative sum plus per-axis grid counts and
     shapes, stored as uint16 or int32 when they fit, and a search table of at
-    most 4 bytes per image (NOTE [bucket search]): at most 20 bytes per 2-D and
+    most 4 bytes per image (see NOTE [bucket search]): at most 20 bytes per 2-D and
     24 per 3-D image below 65,536 pixels an axis.
 
     Examples
@@ -139,10 +139,11 @@ class PatchIndex:
         self._find_images = ImageSearch(self._bounds)
         self._shapes_view = memoryview(self._shapes.reshape(-1))
         self._total = int(self._bounds[-1])
+        self._cache = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ("_bounds_view", "_grid_view", "_shapes_view", "_find_images"):
+        for key in ("_bounds_view", "_grid_view", "_shapes_view", "_find_images", "_cache"):
             del state[key]
         return state
 
@@ -162,18 +163,28 @@ class PatchIndex:
 
     @property
     def shapes(self) -> np.ndarray:
-        """Spatial shapes (n_images, ndim), int64 (a new array)."""
-        return self._shapes.astype(np.int64)
+        """Spatial shapes (n_images, ndim), int64, read-only (computed on first use, then kept)."""
+        return self._derived("shapes", lambda: self._shapes.astype(np.int64))
 
     @property
     def grid_shape(self) -> np.ndarray:
-        """Grid positions per axis and image (n_images, ndim), int64 (a new array)."""
-        return self._grid_by_axis.T.astype(np.int64)
+        """Grid positions per axis and image (n_images, ndim), int64, read-only (computed once)."""
+        return self._derived("grid_shape", lambda: self._grid_by_axis.T.astype(np.int64))
 
     @property
     def counts(self) -> np.ndarray:
-        """Patches per image, int64 (a new array)."""
-        return np.diff(self._bounds)
+        """Patches per image, int64, read-only (computed once)."""
+        return self._derived("counts", lambda: np.diff(self._bounds))
+
+    def _derived(self, name: str, compute) -> np.ndarray:
+        # See NOTE [compact tables]; the int64 forms are built on first use only, so an index
+        # that is only searched keeps its compact size; once built they are kept, read-only
+        array = self._cache.get(name)
+        if array is None:
+            array = compute()
+            array.flags.writeable = False
+            self._cache[name] = array
+        return array
 
     @property
     def offsets(self) -> np.ndarray:

@@ -1,14 +1,16 @@
 """The image owning each flat patch number: a bucket table and a few halving steps.
 
-NOTE [bucket search] is defined on :class:`ImageSearch`. numpy only.
+See NOTE [bucket search] is defined on :class:`ImageSearch`. numpy only.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..grid import ceil_div
+
 _INT32_MAX = np.iinfo(np.int32).max
-_MAX_BUCKET_STEPS = 8  # NOTE [bucket search]: past this, one plain binary search is cheaper
+_MAX_BUCKET_STEPS = 8  # See NOTE [bucket search]: past this, one plain binary search is cheaper
 
 
 def compact_dtype(values: np.ndarray):
@@ -38,7 +40,7 @@ class ImageSearch:
         images, total = len(self.offsets), int(bounds[-1])
         if images == 0 or total == 0:
             return
-        shift = (-(-total // images) - 1).bit_length()
+        shift = (ceil_div(total, images) - 1).bit_length()
         starts = np.arange(((total - 1) >> shift) + 2, dtype=np.int64) << shift
         table = np.searchsorted(self.offsets, starts, side="right").astype(np.int32)
         steps = int(np.diff(table).max()).bit_length()

@@ -12,7 +12,7 @@ straight to their final place. Otherwise (a generator) they are spooled to a
 temporary file beside the target and copied into place at the end
 (``os.copy_file_range``), because a contiguous HDF5 dataset cannot grow.
 
-Publication is atomic (NOTE [atomic write] in ``lazypatch.store.publish``).
+Publication is atomic (see NOTE [atomic write] in ``lazypatch.store.publish``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import ParameterError, ParameterTypeError, StoreExistsError
-from ..grid import axis_tuple, describe_shape, is_int
+from ..grid import axis_tuple, ceil_div, describe_shape, is_int
 from ..store import ImageStore
 from ..store import format as fmt
 from ..store.publish import check_target, fsync_file, publish, publish_h5, temporary_path
@@ -64,7 +64,7 @@ def cut_tiles(band: np.ndarray, tile: tuple) -> np.ndarray:
     """
     spatial = band.shape[:-1]
     channels = band.shape[-1]
-    grid = [-(-s // t) for s, t in zip(spatial, tile)]
+    grid = [ceil_div(s, t) for s, t in zip(spatial, tile)]
     full = tuple(g * t for g, t in zip(grid, tile))
     if tuple(spatial) != full:
         padded = np.zeros(full + (channels,), dtype=band.dtype)
@@ -171,7 +171,7 @@ class Builder:
     def _image_records(self, spatial) -> int:
         if self.layout == "contiguous":
             return int(np.prod(spatial, dtype=np.int64))
-        return int(np.prod([-(-s // t) for s, t in zip(spatial, self.tile)], dtype=np.int64))
+        return int(np.prod([ceil_div(s, t) for s, t in zip(spatial, self.tile)], dtype=np.int64))
 
     def _total_records(self, shapes, array: _StoredArray) -> int:
         pixels = int(sum(self._image_records(s) for s in shapes))
@@ -198,7 +198,7 @@ class Builder:
                 name, shape=(known,) + array.record_shape, maxshape=(None,) + array.record_shape,
                 dtype=dtype, chunks=(1,) + array.record_shape, fletcher32=self.checksum,
                 track_times=False, rdcc_nbytes=0, **codec,  # whole chunks are written: no cache,
-            )  # so a full disk fails the write itself (NOTE [discarding on a full disk] in _format)
+            )  # so a full disk fails the write itself (see NOTE [discarding on a full disk] in lazypatch.store.format)
         elif self.planned is not None:
             array.fd = self.fd
             array.base = self._reserve(name, array, self._total_records(self.planned, array))
@@ -281,7 +281,7 @@ class Builder:
         pixels = int(np.prod(spatial, dtype=np.int64))
         row_pixels = pixels // spatial[0]
         if self.layout != "contiguous":
-            tiles_per_row = int(np.prod([-(-s // t) for s, t in zip(spatial[1:], self.tile[1:])]))
+            tiles_per_row = int(np.prod([ceil_div(s, t) for s, t in zip(spatial[1:], self.tile[1:])]))
         for r0, r1 in self._bands(array, spatial):
             band = np.ascontiguousarray(source[r0:r1], dtype=array.dtype)
             if self.check_finite and band.dtype.kind == "f" and not np.isfinite(band).all():
@@ -379,7 +379,7 @@ class Builder:
         """Release every handle and remove spool files (not the temporary store).
 
         ``failed``: the store is being thrown away after an error (NOTE
-        [discarding on a full disk] in _format).
+        [discarding on a full disk] in lazypatch.store.format).
         """
         self._checksums.close()
         if failed:
@@ -552,7 +552,7 @@ def write_store(
     ----------
     path : str or os.PathLike
         Target file. Written through a temporary file in the same folder, then
-        moved into place (NOTE [atomic write] in ``_write``).
+        moved into place (see NOTE [atomic write] in ``lazypatch.store.publish``).
     images : iterable of array-like
         Consumed one at a time. With ``spatial_ndim=2`` an image is (H, W) or
         (H, W, C); with 3 it is (Z, Y, X) or (Z, Y, X, C). Sizes may differ;

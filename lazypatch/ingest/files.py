@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import ImageReadError, ParameterError
+from ..grid import ceil_div
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 _POOL_MAX_BYTES = 256 << 20  # larger images are decoded in the writing process
@@ -331,8 +332,8 @@ class _TiffRows:
             page = tif.pages[self.page_index]
             seg_h = page.tilelength if page.is_tiled else min(page.rowsperstrip or self.height, self.height)
             seg_w = page.tilewidth if page.is_tiled else self.width
-            rows, cols = -(-self.height // seg_h), -(-self.width // seg_w)
-            for seg_row in range(r0 // seg_h, -(-r1 // seg_h)):
+            rows, cols = ceil_div(self.height, seg_h), ceil_div(self.width, seg_w)
+            for seg_row in range(r0 // seg_h, ceil_div(r1, seg_h)):
                 band = self._segment_row(tif, page, seg_row, seg_h, seg_w, rows, cols)
                 top = seg_row * seg_h
                 a, b = max(r0, top), min(r1, top + seg_h, self.height)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..grid import ceil_div
+
 __all__ = ["BlockCounter"]
 
 
@@ -20,7 +22,7 @@ class BlockCounter:
     def __init__(self, shape, block):
         self.shape = tuple(shape)
         self.block = tuple(block)
-        self.grid = [-(-s // b) for s, b in zip(self.shape, self.block)]
+        self.grid = [ceil_div(s, b) for s, b in zip(self.shape, self.block)]
         self.parts = []
 
     def add(self, r0: int, band: np.ndarray) -> None:

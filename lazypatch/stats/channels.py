@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ..errors import ParameterError, ParameterTypeError, StoreFormatError
+from ..grid import ceil_div
 
 from ..store import ImageStore, sidecar
 from ..store import format as fmt
@@ -109,7 +110,7 @@ class ChannelStats:
         parts = [p for p in self._parts if p.size]
         sample = np.concatenate(parts, axis=1) if parts else np.zeros((self.channels, 0))
         if sample.shape[1] > _SAMPLE_MAX:
-            sample = sample[:, :: -(-sample.shape[1] // _SAMPLE_MAX)]
+            sample = sample[:, :: ceil_div(sample.shape[1], _SAMPLE_MAX)]
         self._parts = [sample]
         return sample
 

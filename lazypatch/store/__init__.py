@@ -7,7 +7,7 @@ gathers on the first batch read, never at import.
 
 - :mod:`.format`: the store format specification (its docstring) and the
   low-level HDF5 helpers that read and check it.
-- :mod:`.publish`: atomic publication of a written file (NOTE [atomic write]).
+- :mod:`.publish`: atomic publication of a written file (see NOTE [atomic write]).
 - :mod:`.image_store`: :class:`ImageStore`, the reading front (shards, regions,
   batches, verify).
 - :mod:`.reading`: handles, read plans and copy kernels per layout.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import LazypatchError, StoreFormatError
+from ..grid import ceil_div
 
 FORMAT_NAME = "lazypatch-store"
 FORMAT_VERSION = 1
@@ -127,7 +128,7 @@ def text_attribute(value):
 def pack_texts(texts) -> tuple:
     """(uint8 blob, int64 offsets (n + 1,)) of strings stored back to back as UTF-8.
 
-    NOTE [hardened metadata]: no variable-length HDF5 strings: they live in the global
+    See NOTE [hardened metadata]: no variable-length HDF5 strings: they live in the global
     heap, which has no checksum, and a damaged one made libhdf5 loop forever.
     """
     encoded = [text.encode("utf-8") for text in texts]
@@ -157,7 +158,7 @@ def read_texts(f, name: str, path: str, start: int = 0, stop: int | None = None)
 def tile_grid(shapes: np.ndarray, tile) -> np.ndarray:
     """Tiles per axis of each image: ceil(shape / tile), int64."""
     tile = np.asarray(tile, dtype=np.int64)
-    return -(-np.asarray(shapes, dtype=np.int64) // tile)
+    return ceil_div(np.asarray(shapes, dtype=np.int64), tile)
 
 
 def extent_offsets(shapes: np.ndarray, layout: str, tile) -> np.ndarray:
@@ -227,7 +228,7 @@ def create_h5(path: str):
 
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    fapl.set_alignment(ALIGN_THRESHOLD, PAGE_ALIGNMENT)  # NOTE [page-aligned data]
+    fapl.set_alignment(ALIGN_THRESHOLD, PAGE_ALIGNMENT)  # See NOTE [page-aligned data]
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     fcpl.set_attr_phase_change(MAX_COMPACT_ATTRIBUTES, MAX_COMPACT_ATTRIBUTES - 8)
     h5 = h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=fapl, fcpl=fcpl))

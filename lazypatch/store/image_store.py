@@ -83,7 +83,7 @@ class _Shard:
             with _HANDLES_LOCK:  # threads opening at once share one set of handles
                 handles = self.handles
                 if handles is None or handles.pid != os.getpid():
-                    # NOTE [fork safety]: inherited handles belong to the parent; drop them unused.
+                    # See NOTE [fork safety]: inherited handles belong to the parent; drop them unused.
                     self.handles = handles = Handles(self.info, locking, io_threads)
         return handles
 
@@ -487,7 +487,7 @@ class ImageStore:
         pad = check_pad(pad_value, self.mask_dtype)
         out = self._out(out, (ids.size,) + size, self.mask_dtype)
         aligned = out.flags.c_contiguous and out.ctypes.data % PAGE == 0
-        target = out if aligned else page_aligned(out.shape, out.dtype)  # NOTE [page-aligned buffers]
+        target = out if aligned else page_aligned(out.shape, out.dtype)  # See NOTE [page-aligned buffers]
         self.read_batch_unchecked(ids, origins, size, None, target, 0, pad)
         if target is not out:
             out[...] = target
@@ -625,7 +625,7 @@ class ImageStore:
             return "h5py"
         if self._io != "auto":
             return self._io
-        # NOTE [auto mode] in _readers: eight probes, all must hit. A store that has been
+        # See NOTE [auto mode] in reading/readers.py: eight probes, all must hit. A store that has been
         # warm for 32 batches is asked about two pages every 4th batch until one misses (the
         # probe costs 12 us, 4% of a warm batch; an eviction costs at most 3 batches' faults).
         streak = handles.warm_streak

@@ -75,7 +75,7 @@ def publish_h5(h5, tmp: str, target: str, overwrite: bool) -> None:
     """Flush, close and fsync a finished temporary HDF5 file, then publish it at ``target``.
 
     The flush comes first so that a full disk fails on a whole file, not
-    half-way through close() (NOTE [discarding on a full disk] in _format).
+    half-way through close() (see NOTE [discarding on a full disk] in ``format``).
     """
     fmt.flush(h5, tmp)
     h5.close()
@@ -84,7 +84,7 @@ def publish_h5(h5, tmp: str, target: str, overwrite: bool) -> None:
 
 
 def publish(tmp: str, target: str, overwrite: bool) -> None:
-    """Move a finished temporary file to ``target`` (NOTE [atomic write])."""
+    """Move a finished temporary file to ``target`` (see NOTE [atomic write])."""
     if overwrite:
         os.replace(tmp, target)
     else:

@@ -1,7 +1,7 @@
 """Oracles and hypothesis strategies for testing code built on lazypatch.
 
 The oracles are written as plain loops straight from the grid rules
-(DESIGN.md section 3), independent of :mod:`lazypatch.index`, so that the index
+(:mod:`lazypatch.grid`), independent of :mod:`lazypatch.index`, so that the index
 can be checked against them. ``hypothesis`` is needed only for the
 strategies.
 

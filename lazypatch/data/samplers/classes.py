@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ParameterError, ParameterTypeError
-from ...grid import axis_tuple, is_int
+from ...grid import axis_tuple, ceil_div, is_int
 from ...stats.labels import LabelStats
 from .. import _shuffle
 from .patch import PatchSampler
@@ -175,7 +175,7 @@ class ClassSampler(PatchSampler):
         """One pixel per draw, uniform among the block's pixels of the label (or by weight)."""
         block = np.asarray(self.stats.block)
         nd = len(block)
-        grid = -(-self.store.shapes[images] // block)
+        grid = ceil_div(self.store.shapes[images], block)
         coords = np.empty((len(blocks), nd), np.int64)
         rest = blocks.copy()
         for a in range(nd - 1, -1, -1):

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Sampler
 
 from .. import _shuffle
-from ...grid import is_int
+from ...grid import ceil_div, is_int
 from ...errors import ParameterError, ParameterTypeError
 
 __all__ = ["PatchSampler", "distributed_defaults"]
@@ -138,7 +138,7 @@ class PatchSampler(Sampler):
         remaining = self.num_samples - start
         if self.drop_last:
             return max(remaining // self.num_replicas, 0)
-        return -(-remaining // self.num_replicas)
+        return ceil_div(remaining, self.num_replicas)
 
     def __len__(self) -> int:
         return self._per_rank(self._start)

@@ -30,8 +30,8 @@ in x lives in two (or more) tiles. Three plans, the first that applies:
 2. segments: rows cut in pieces of gcd(tile, box, x offsets) pixels, none
    crossing a border, when a piece is at least ``SEGMENT_BYTES``, or
    ``ELEMENT_SEGMENT_BYTES`` when pieces are copied as elements: one copy per
-   piece, each in place (NOTE [segments]; addresses by pattern, NOTE [patterns];
-   NOTE [element gathers]);
+   piece, each in place (see NOTE [segments]; addresses by pattern, see NOTE [patterns];
+   see NOTE [element gathers]);
 3. joined rows: the tile rows each box row spans copied side by side into
-   scratch, then the box's window copied out of them (NOTE [joined rows]).
+   scratch, then the box's window copied out of them (see NOTE [joined rows]).
 """

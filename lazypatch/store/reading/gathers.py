@@ -67,7 +67,7 @@ def element_unit(width: int, base: int) -> int:
 def gather_elements(source, indices, width: int, out):
     """Fill ``out`` (C-contiguous, ``indices.numel() * width`` bytes) with the
     ``width``-byte elements of ``source`` at these element indices (byte address /
-    width; NOTE [element gathers]). ``indices``: a torch tensor (B, ...), each row
+    width; see NOTE [element gathers]). ``indices``: a torch tensor (B, ...), each row
     one thread's work at most. ``source`` must start at a multiple of ``width``."""
     t = torch()
     dtype = getattr(t, _ELEMENT_DTYPES[width])

@@ -132,7 +132,7 @@ class Handles:
     def scratch(self, nbytes: int, slot: str = "tiles"):
         """A reusable uint8 tensor of at least ``nbytes`` (never handed to callers).
 
-        Slots: "tiles" read from disk, "joined" tile rows (NOTE [joined rows]),
+        Slots: "tiles" read from disk, "joined" tile rows (see NOTE [joined rows]),
         the "addresses" of a batch's copies and their "partial" sums. Reuse matters: a
         fresh buffer of a few MB costs a page fault per 4 KiB, which here costs
         as much as the copy it serves. Each thread has its own buffers: threads

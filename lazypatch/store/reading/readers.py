@@ -11,17 +11,18 @@ import numpy as np
 
 from .. import format as fmt
 from ...errors import IntegrityError
+from ...grid import ceil_div
 from .gathers import (broadcast_sum, byte_rows, clip_box, element_unit, gather_elements, gather_windows,
                       in_units, page_aligned, runs)
 from .handles import torch
 
-# NOTE [segments]: below this many bytes a segment gather costs more than joined rows
+# below this many bytes (see NOTE [segments]) a segment gather costs more than joined rows
 SEGMENT_BYTES = 16
-# ... and below this many when segments are copied as elements (NOTE [element gathers]):
+# ... and below this many when segments are copied as elements (see NOTE [element gathers]):
 # 256 boxes of 3 x 64 x 64 uint8 on 64-pixel tiles, us a batch, joined rows / elements:
 # stride 40 (8-byte segments) 1,415 / 974, stride 44 (4-byte) 1,460 / 1,377
 ELEMENT_SEGMENT_BYTES = 4
-# the most scratch the joined rows of one gather may take (NOTE [joined rows])
+# the most scratch the joined rows of one gather may take (see NOTE [joined rows])
 JOINED_BYTES = 16 << 20
 # the most memory the kept address patterns of one reader (pixels or masks of a shard) may take
 PATTERN_TABLE_BYTES = 16 << 20
@@ -117,14 +118,14 @@ class TiledReader(ArrayReader):
         self.first = info.offsets  # first tile of each image, (n + 1,)
         self._first_view = memoryview(info.offsets)
         self.record_bytes = array.record_bytes
-        self._patterns = {}  # (size, segment) -> kept pattern rows, NOTE [patterns]
+        self._patterns = {}  # (size, segment) -> kept pattern rows, see NOTE [patterns]
 
     # one tile at a time (the generic path) -------------------------------------------
     def box_tiles(self, image_id: int, lo, hi):
         """(tile id, source slices in the tile, destination slices relative to lo)."""
         tile, nd = self.tile, self.ndim
         shape = self.shape(image_id)
-        grid = [-(-shape[a] // tile[a]) for a in range(nd)]
+        grid = [ceil_div(shape[a], tile[a]) for a in range(nd)]
         ranges = [range(lo[a] // tile[a], (hi[a] - 1) // tile[a] + 1) for a in range(nd)]
         first = self._first_view[image_id]
         for coords in itertools.product(*ranges):
@@ -158,7 +159,7 @@ class TiledReader(ArrayReader):
                 coord = o // tile[a]
                 if o < 0 or end > extent or (end - 1) // tile[a] != coord:
                     break
-                tile_id = tile_id * -(-extent // tile[a]) + coord
+                tile_id = tile_id * ceil_div(extent, tile[a]) + coord
                 box.append(slice(o - coord * tile[a], end - coord * tile[a]))
             else:
                 out[...] = handles.records(self.array)[self._first_view[image_id] + tile_id][tuple(box)]
@@ -176,7 +177,7 @@ class TiledReader(ArrayReader):
         for a in range(self.ndim):
             extent = self._shapes_view[base + a]
             coord = min(max(origin[a], 0), extent - 1) // tile[a]
-            tile_id = tile_id * -(-extent // tile[a]) + coord
+            tile_id = tile_id * ceil_div(extent, tile[a]) + coord
         return self.array.offset + (self._first_view[image_id] + tile_id) * self.record_bytes
 
     def tiles_of(self, image_ids, origins, size) -> np.ndarray:
@@ -232,7 +233,7 @@ class TiledReader(ArrayReader):
         return self.first[image_ids] + local
 
     def rows(self, image_ids, origins, size):
-        """The row plan of interior boxes, in tile ids (NOTE [row windows]).
+        """The row plan of interior boxes, in tile ids (see NOTE [row windows]).
 
         Rows run over all spatial axes but x; the channel is added later as a
         constant offset (records are channel-planar). Returns (tiles,
@@ -309,7 +310,7 @@ class TiledReader(ArrayReader):
             # is 4 segments a row; stride 48 on 64-pixel tiles gives 16-pixel segments). Every
             # address is the source's base plus a multiple of the segment's bytes (tile rows,
             # planes and records are multiples of it), so narrow segments are gathered as
-            # elements (NOTE [element gathers]), their addresses kept in elements.
+            # elements (see NOTE [element gathers]), their addresses kept in elements.
             def addresses_of(ids, corners):
                 source, starts = self._row_starts(handles, ids, corners, size, mode)
                 return source, self._segments(handles, starts, corners, size, segment)
