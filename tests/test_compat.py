@@ -1,6 +1,6 @@
 """Every name of lazypatch 0.1 keeps working where it was.
 
-``data/public_names_0.1.json`` lists ``lazypatch.__all__`` and every public
+``fixtures/public_names_0.1.json`` lists ``lazypatch.__all__`` and every public
 attribute of every public module of the last flat-layout commit (generated
 from that commit by importing each module and listing ``vars()``, leaving out
 names starting with ``_``, third-party modules and ``annotations``).
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-with open(os.path.join(os.path.dirname(__file__), "data", "public_names_0.1.json"), encoding="utf-8") as _f:
+with open(os.path.join(os.path.dirname(__file__), "fixtures", "public_names_0.1.json"), encoding="utf-8") as _f:
     OLD = json.load(_f)
 
 ROWS = [pytest.param(module, name, id=f"{module}.{name}") for module, names in sorted(OLD.items())
@@ -66,3 +66,37 @@ def test_unknown_names_raise_attribute_error():
     for module in (lazypatch, lazypatch.labels, lazypatch.store):
         with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
             getattr(module, "nonexistent")
+
+
+def test_a_store_written_by_lazypatch_0_1_still_opens():
+    # fixtures/store_format_1.0.h5: written by lazypatch 0.1 (format 1, before the minor
+    # version attribute) from these images, with masks, names, meta and both statistics
+    import numpy as np
+
+    import lazypatch
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8), rng.integers(0, 255, (33, 20, 3), dtype=np.uint8)]
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "store_format_1.0.h5")
+    with lazypatch.ImageStore(path) as store:
+        assert store.attrs.get("lazypatch_format_minor") is None
+        assert store.names == ["a", "b"] and store.meta(0) == {"mpp": 0.5}
+        for image_id, image in enumerate(images):
+            np.testing.assert_array_equal(store.read(image_id), image)
+            np.testing.assert_array_equal(store.read_mask(image_id), (image[..., 0] > 128).astype(np.uint8))
+        assert store.verify(progress=False) == []
+        assert lazypatch.LabelStats.open(store).totals() == {
+            0: int(sum((i[..., 0] <= 128).sum() for i in images)), 1: int(sum((i[..., 0] > 128).sum() for i in images))}
+        assert lazypatch.ChannelStats.open(store).max.tolist() == np.max([i.max(axis=(0, 1)) for i in images], 0).tolist()
+
+
+def test_new_stores_record_the_minor_format_version(tmp_path):
+    import numpy as np
+
+    import lazypatch
+    from lazypatch.store import format as fmt
+
+    store = lazypatch.write_store(tmp_path / "s.h5", [np.zeros((8, 8), np.uint8)], progress=False)
+    assert store.attrs["lazypatch_format_version"] == fmt.FORMAT_VERSION
+    assert store.attrs["lazypatch_format_minor"] == fmt.FORMAT_MINOR
+    store.close()

@@ -231,6 +231,10 @@ def _version(f, folder):
     f.attrs["lazypatch_format_version"] = 2
 
 
+def _minor_version(f, folder):
+    f.attrs["lazypatch_format_minor"] = 99
+
+
 def _offsets(f, folder):
     offsets = f["tile_offsets"][()]
     offsets[2] += 1
@@ -263,7 +267,10 @@ CRAFTED = [
     (_soft_link, r"'crc32' is a SoftLink"),
     (_virtual, r"dataset 'shapes' uses external or virtual storage"),
     (_external_storage, r"dataset 'crc32' uses external or virtual storage"),
-    (_version, r"store format version 2, this lazypatch reads version 1 \(newer than this lazypatch"),
+    (_version, r"store format version 2\.0, this lazypatch \(\S+\) reads versions 1\.0 to 1\.\d+ \(newer than "
+               r"this lazypatch"),
+    (_minor_version, r"store format version 1\.99, this lazypatch \(\S+\) reads versions 1\.0 to 1\.\d+ "
+                     r"\(newer than this lazypatch: upgrade it\)"),
     (_offsets, r"'tile_offsets' disagrees with the image shapes"),
     (_huge_shape, r"'shapes' holds impossible image sizes"),
     (_pixels_past_end, r"'pixels' has shape"),

@@ -352,6 +352,7 @@ class Builder:
         attrs = {
             fmt.A_FORMAT: fmt.FORMAT_NAME,
             fmt.A_VERSION: fmt.FORMAT_VERSION,
+            fmt.A_MINOR: fmt.FORMAT_MINOR,
             fmt.A_LIBRARY: lazypatch_version(),
             fmt.A_LAYOUT: self.layout,
             fmt.A_NDIM: self.ndim,

@@ -60,6 +60,7 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
         "pixels": int(shapes.prod(axis=1).sum()),
         "bytes_on_disk": store.nbytes,
         "format_version": store.attrs.get("lazypatch_format_version"),
+        "format_minor": int(store.attrs.get("lazypatch_format_minor", 0)),
         "written_by": store.attrs.get("lazypatch_version"),
     }
     if len(store.paths) > 1:

@@ -23,7 +23,8 @@ from ..errors import LazypatchError, StoreFormatError
 from ..grid import ceil_div
 
 FORMAT_NAME = "lazypatch-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # major: a reader refuses any other
+FORMAT_MINOR = 0  # additions: a reader refuses a newer minor of its major (absent: 0)
 LAYOUTS = ("tiled", "contiguous", "chunked")
 COMPRESSIONS = ("gzip", "lzf")
 # codecs of the hdf5plugin package: name -> (HDF5 filter id, level range or None)
@@ -74,6 +75,7 @@ LOCK_ERRNOS = {errno.EAGAIN, errno.EACCES, errno.ENOLCK, 35, 524}  # 35: EAGAIN 
 # root attribute names
 A_FORMAT = "lazypatch_format"
 A_VERSION = "lazypatch_format_version"
+A_MINOR = "lazypatch_format_minor"
 A_LIBRARY = "lazypatch_version"
 A_LAYOUT = "layout"
 A_NDIM = "spatial_ndim"
@@ -206,6 +208,12 @@ class StoreInfo:
     file_size: int
     identity: tuple  # (size, mtime_ns, inode)
     attrs: dict = field(default_factory=dict)
+
+
+def _library_version() -> str:
+    from .._version import __version__
+
+    return __version__
 
 
 def file_identity(stat: os.stat_result) -> tuple:
@@ -482,11 +490,13 @@ def _describe(f, path: str, stat) -> StoreInfo:
     if name != FORMAT_NAME:
         raise StoreFormatError(f"{path!r} is not a lazypatch store ({A_FORMAT} is {name!r})")
     version = _attr(f, A_VERSION, path, int)
-    if version != FORMAT_VERSION:
-        newer = " (newer than this lazypatch: upgrade it)" if version > FORMAT_VERSION else ""
+    minor = _attr(f, A_MINOR, path, int) if A_MINOR in f.attrs else 0
+    if version != FORMAT_VERSION or minor > FORMAT_MINOR:
+        newer = (version, minor) > (FORMAT_VERSION, FORMAT_MINOR)
         raise StoreFormatError(
-            f"{path!r} has store format version {version}, this lazypatch reads "
-            f"version {FORMAT_VERSION}{newer}"
+            f"{path!r} has store format version {version}.{minor}, this lazypatch ({_library_version()}) "
+            f"reads versions {FORMAT_VERSION}.0 to {FORMAT_VERSION}.{FORMAT_MINOR}"
+            + (" (newer than this lazypatch: upgrade it)" if newer else " (older: rebuild the store)")
         )
     layout = _attr(f, A_LAYOUT, path, str)
     if layout not in LAYOUTS:
