@@ -103,7 +103,7 @@ MOVED = {
         'is_int': 'lazypatch.grid',
     },
     'lazypatch.labels': {
-        'BlockCounter': 'lazypatch.stats._blocks',
+        'BlockCounter': 'lazypatch.stats.blocks',
         'ClassSampler': 'lazypatch.data.samplers.classes',
         'LabelStats': 'lazypatch.stats.labels',
         'ParameterError': 'lazypatch.errors',

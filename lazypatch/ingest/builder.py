@@ -32,7 +32,7 @@ from ..grid import axis_tuple, ceil_div, describe_shape, is_int
 from ..store import ImageStore
 from ..store import format as fmt
 from ..store.publish import check_target, fsync_file, publish, publish_h5, temporary_path
-from ..stats._blocks import BlockCounter
+from ..stats.blocks import BlockCounter
 from ..stats.channels import ChannelStats
 from .validate import (MISSING, ImageSpec, as_arraylike, check_mask, check_options, check_same,
                        describe_image, meta_text, planned_shapes, prevalidate, store_dtype, zip_inputs)

@@ -24,7 +24,7 @@ from ..errors import ParameterError, ParameterTypeError, StoreFormatError
 from ..grid import axis_tuple, is_int
 from ..store import ImageStore, sidecar
 from ..store import format as fmt
-from ._blocks import BlockCounter
+from .blocks import BlockCounter
 
 __all__ = ["LabelStats"]
 
