@@ -9,7 +9,7 @@ fails the test. ``python tests/fuzz/fuzz_store.py --mutants 10000 --seed 0`` is 
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fuzz"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fuzz_store import GOOD, run  # noqa: E402
 
 
