@@ -31,8 +31,9 @@ from ..stats.channels import ChannelStats
 from ..stats.foreground import load_filter
 from ..store import ImageStore, check_pad
 from ..store.reading.gathers import page_aligned
+from . import _shared
 from .normalize import NORMALIZATIONS, Normalizer
-from .samples import SampleList, collate, make_samples
+from .samples import PatchSample, SampleList, collate, make_samples
 
 __all__ = ["PatchDataset", "collate"]  # collate lives in .samples
 
@@ -284,10 +285,17 @@ class PatchDataset(Dataset):
         image_ids = self._store_ids(local)
         store = self.store
         count = flat.size
-        image = self._pool.take((count, store.channels) + self.patch_size, store.dtype)
-        mask = None
-        if self._has_masks:
-            mask = self._pool.take((count,) + self.patch_size, store.mask_dtype)
+        image_shape, mask_shape = (count, store.channels) + self.patch_size, (count,) + self.patch_size
+        arena = _shared.worker_arena()  # in a DataLoader worker: read into a slot (NOTE [worker batches])
+        if arena is not None:
+            nbytes = (math.prod(image_shape) * store.dtype.itemsize + count * 8 * (2 + len(self.patch_size))
+                      + (math.prod(mask_shape) * store.mask_dtype.itemsize if self._has_masks else 0) + 512)
+            lease = arena.lease(nbytes)
+            image = lease.take(image_shape, store.dtype)
+            mask = lease.take(mask_shape, store.mask_dtype) if self._has_masks else None
+        else:
+            image = self._pool.take(image_shape, store.dtype)
+            mask = self._pool.take(mask_shape, store.mask_dtype) if self._has_masks else None
         try:
             if self._whole_tiles:
                 store.read_tiles_unchecked(image_ids, positions, origins, image, mask)
@@ -333,7 +341,9 @@ class PatchDataset(Dataset):
         """``[self[i] for i in indices]``, read as one batch (torch's DataLoader calls this)."""
         batch = self._read(indices)
         if self.transform is not None:
-            return [self.transform(sample) for sample in make_samples(batch)]
+            samples = [self.transform(sample) for sample in make_samples(batch)]
+            # plain dicts become PatchSamples, which default_collate hands to lazypatch.collate
+            return [PatchSample(s) if type(s) is dict else s for s in samples]
         return SampleList(batch)
 
 

@@ -18,10 +18,13 @@ would see unmade slots as ``None``; call ``list(samples)`` first there.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.utils.data import default_collate
 
 from ..grid import is_int
+from . import _shared
 
 __all__ = ["PatchSample", "SampleList", "collate", "make_samples"]
 
@@ -220,12 +223,16 @@ def collate(samples, *, collate_fn_map=None):
     tensors are re-batched as a view when their tensors are consecutive views
     of one buffer, else stacked. Anything else goes to ``default_collate``.
     """
+    arena = _shared.worker_arena()  # in a DataLoader worker (NOTE [worker batches])
     if isinstance(samples, SampleList) and samples.untouched():
-        return dict(samples._batch)
+        batch = dict(samples._batch)
+        return batch if arena is None else arena.pack(batch, arena.lease_of(batch.get("image")))
     if not len(samples) or not isinstance(samples[0], dict):
         return default_collate(samples)
-    batch = {}
     samples = list(samples)
+    if arena is not None:
+        return _collate_into_slot(arena, samples)
+    batch = {}
     for key in samples[0]:
         values = [sample[key] for sample in samples]
         if torch.is_tensor(values[0]):
@@ -235,6 +242,37 @@ def collate(samples, *, collate_fn_map=None):
         else:
             batch[key] = default_collate(values)
     return batch
+
+
+def _collate_into_slot(arena, samples: list) -> dict:
+    """Samples of equal keys stacked straight into a worker's slot, then handed over."""
+    count, first = len(samples), samples[0]
+    columns = {key: [sample[key] for sample in samples] for key in first}
+    plan, nbytes = {}, 512
+    for key, values in columns.items():
+        head = values[0]
+        if torch.is_tensor(head) and all(torch.is_tensor(v) and v.shape == head.shape and v.dtype == head.dtype
+                                         and v.device.type == "cpu" for v in values):
+            plan[key] = ((count,) + tuple(head.shape), head.dtype)
+        elif all(is_int(v) for v in values):
+            plan[key] = ((count,), torch.int64)
+        else:
+            continue
+        nbytes += math.prod(plan[key][0]) * torch.empty((), dtype=plan[key][1]).element_size() + 64
+    lease = arena.lease(nbytes)
+    batch = {}
+    for key, values in columns.items():
+        if key not in plan:
+            batch[key] = default_collate(values)
+            continue
+        shape, dtype = plan[key]
+        out = torch.from_numpy(lease.take(shape, torch.empty((), dtype=dtype).numpy().dtype))
+        if dtype == torch.int64 and not torch.is_tensor(values[0]):
+            out.copy_(torch.tensor(values, dtype=torch.int64))
+        else:
+            torch.stack(values, out=out)
+        batch[key] = out
+    return arena.pack(batch, lease)
 
 
 def _register() -> None:
