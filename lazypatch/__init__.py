@@ -56,6 +56,7 @@ _EXPORTS = {
     "StoreChangedError": "lazypatch.errors",
     "IntegrityError": "lazypatch.errors",
     "ImageReadError": "lazypatch.errors",
+    "LazypatchWarning": "lazypatch.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -17,6 +17,7 @@ __all__ = [
     "StoreChangedError",
     "IntegrityError",
     "ImageReadError",
+    "LazypatchWarning",
 ]
 
 
@@ -63,3 +64,8 @@ class IntegrityError(LazypatchError, OSError):
 
 class ImageReadError(LazypatchError, OSError):
     """An input image file could not be read or decoded."""
+
+
+class LazypatchWarning(UserWarning):
+    """Something lazypatch did as asked but that is probably not what was meant
+    (images contributing no patch, axes that look swapped, lossy masks...)."""
