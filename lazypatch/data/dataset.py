@@ -18,13 +18,14 @@ import math
 import os
 import sys
 import threading
+import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torch.utils.data import default_collate
 
-from ..errors import IntegrityError, ParameterError, ParameterTypeError
+from ..errors import IntegrityError, LazypatchWarning, ParameterError, ParameterTypeError
 from ..grid import is_int
 from ..index import PatchIndex, as_int_array
 from ..stats.channels import ChannelStats
@@ -93,8 +94,9 @@ class PatchDataset(Dataset):
         image smaller than the patch with edge="shift").
     transform : callable, optional
         Applied to each sample dict; returns the new sample.
-    image_ids : sequence of int, optional
-        Restrict the dataset to these images of the store (e.g. a split).
+    image_ids : sequence of int or str, optional
+        Restrict the dataset to these images of the store (e.g. a split), given
+        by number or by name (``store.names``).
     filter : path, optional
         A foreground filter (``lazypatch.filtering.foreground_filter`` or
         ``lazypatch index --foreground``) for this grid: only kept patches.
@@ -150,6 +152,8 @@ class PatchDataset(Dataset):
         self._params = (patch_size, stride, edge)
         self.filter = os.fspath(filter) if filter is not None else None
         if image_ids is not None:
+            if isinstance(image_ids, (list, tuple)) and any(isinstance(k, str) for k in image_ids):
+                image_ids = store.image_ids_of(image_ids)  # names of images
             image_ids = as_int_array(image_ids, "image_ids")
             if image_ids.ndim != 1:
                 raise ParameterError(f"image_ids must be one-dimensional, got shape {image_ids.shape}")
@@ -158,6 +162,12 @@ class PatchDataset(Dataset):
         self.image_ids = image_ids
         self._normalizer = _normalizer(store, dtype, normalize, stats)
         self._build()
+        if self._images_without_patches:
+            total = len(self.store) if self.image_ids is None else len(self.image_ids)
+            warnings.warn(
+                f"{self._images_without_patches} of {total} images are smaller than patch_size "
+                f"{self.patch_size} and contribute no patch with edge={self.edge!r}; use edge='shift' "
+                "or 'pad' to include them", LazypatchWarning, stacklevel=2)
 
     def _build(self) -> None:
         patch_size, stride, edge = self._params
@@ -173,6 +183,8 @@ class PatchDataset(Dataset):
                 )
             index = index.subset(self.image_ids)
             self._ids_view = memoryview(self.image_ids)
+        counts = grid.counts if self.image_ids is None else grid.counts[self.image_ids]
+        self._images_without_patches = int((counts == 0).sum())
         self.index = index
         self.patch_size = index.patch_size
         self.stride = index.stride

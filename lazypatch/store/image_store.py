@@ -343,6 +343,47 @@ class ImageStore:
             self._names = [str(v) for v in self._text_table(fmt.D_NAMES)]
         return self._names
 
+    def image_ids_of(self, keys, name: str = "image_ids") -> np.ndarray:
+        """Image numbers of ``keys``: numbers (checked) or image names, mixed freely.
+
+        >>> import numpy as np, tempfile, os
+        >>> from lazypatch import write_store
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+        >>> store = write_store(path, [np.zeros((4, 4), np.uint8)] * 3, names=["a", "b", "c"], progress=False)
+        >>> store.image_ids_of(["c", 0, "b"]).tolist()
+        [2, 0, 1]
+        """
+        if isinstance(keys, (str, bytes)) or np.ndim(keys) == 0:
+            raise ParameterTypeError(f"{name} must be a sequence of image numbers or names, got {keys!r}")
+        keys = list(keys.tolist() if isinstance(keys, np.ndarray) else keys)
+        if not any(isinstance(k, str) for k in keys):
+            ids = as_int_array(keys, name)
+        else:
+            lookup = {}
+            for number, image_name in enumerate(self.names):
+                lookup.setdefault(image_name, []).append(number)
+            ids = []
+            for key in keys:
+                if isinstance(key, str):
+                    found = lookup.get(key, [])
+                    if len(found) != 1:
+                        import difflib
+
+                        close = difflib.get_close_matches(key, lookup, n=3)
+                        hint = f"; did you mean {close}?" if close else ""
+                        why = "no image is named" if not found else f"{len(found)} images are named"
+                        raise ParameterError(f"{name}: {why} {key!r} in {self.path!r}{hint}")
+                    ids.append(found[0])
+                elif is_int(key):
+                    ids.append(int(key))
+                else:
+                    raise ParameterTypeError(f"{name} must hold image numbers or names, got {key!r}")
+            ids = np.asarray(ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            bad = int(ids.min() if ids.min() < 0 else ids.max())
+            raise PatchIndexError(f"{name}: image id {bad} is out of range for {len(self)} images")
+        return ids
+
     def meta(self, image_id) -> dict:
         """Metadata stored for one image (a dict, empty when none was given)."""
         shard, local = self._route(self._check_image_id(image_id))
