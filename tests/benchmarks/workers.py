@@ -19,7 +19,8 @@ Rows (patches/s, and x read_batch):
   contrast jitter per patch (pure torch, the same function for every row),
   lazypatch with 1 and 2 workers and the peers with 2.
 
-``--first`` measures, each in a fresh process, the first ``read_batch``
+``--soak`` reports RssAnon of the main process and each worker over five
+epochs. ``--first`` measures, each in a fresh process, the first ``read_batch``
 against a steady one, ``ImageStore`` + ``PatchDataset`` + first batch, and
 the first epoch against the next ones.
 
@@ -216,6 +217,27 @@ def first_figures(path: str, repeats: int) -> dict:
     }
 
 
+def _rss_anon_kib(pid) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+
+
+def soak(path: str, epochs: int = 5) -> dict:
+    """RssAnon of the main process and of each worker after every epoch (persistent workers)."""
+    dataset = lazypatch.PatchDataset(path, patch_size=PATCH)
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True)
+    rows = {"main": []}
+    for _ in range(epochs):
+        for batch in loader:
+            batch["image"].sum()
+        del batch
+        rows["main"].append(_rss_anon_kib("self"))
+        for number, worker in enumerate(loader._iterator._workers):
+            rows.setdefault(f"worker {number}", []).append(_rss_anon_kib(worker.pid))
+    return {name: {"first_MiB": values[0] / 1024, "last_MiB": values[-1] / 1024,
+                   "growth_MiB": (values[-1] - values[0]) / 1024} for name, values in rows.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=0.5)
@@ -223,6 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--augment", action="store_true", help="also the augmented rows")
     parser.add_argument("--first", action="store_true", help="also the first batch and first epoch")
+    parser.add_argument("--soak", action="store_true", help="also RssAnon over 5 epochs with 2 workers")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--workdir", help="where the store is written (default: a temporary folder)")
     parser.add_argument("--markdown", action="store_true")
@@ -239,6 +262,8 @@ def main(argv=None) -> int:
             results["augmented" if augmented else "plain"] = run_rows(rows, args.repeats)
         if args.first:
             results["first"] = first_figures(path, args.repeats)
+        if args.soak:
+            results["soak"] = soak(path)
     _print(results, args.markdown)
     if args.json:
         with open(args.json, "w") as f:
@@ -260,6 +285,11 @@ def _print(results: dict, markdown: bool) -> None:
             line = (f"| {name} | {value:,.0f} | {value / base:.2f} |" if markdown
                     else f"  {name:<48} {value:>12,.0f}  {value / base:5.2f}x")
             print(line)
+    if "soak" in results:
+        print("\nRssAnon over 5 epochs, persistent workers (MiB):")
+        for name, row in results["soak"].items():
+            print(f"  {name:<10} first {row['first_MiB']:8.1f}  last {row['last_MiB']:8.1f}  "
+                  f"growth {row['growth_MiB']:+6.1f}")
     if "first" in results:
         print("\nfirst batch and epoch (fresh processes):")
         for name, value in results["first"].items():
