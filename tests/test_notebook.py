@@ -1,32 +1,53 @@
-"""notebooks/quickstart.ipynb runs from top to bottom, and is stored without outputs."""
+"""The notebooks run from top to bottom, are stored without outputs, and leave nothing behind.
+
+quickstart.ipynb: build, look, train, stitch (two pictures, patches/s, a loss).
+training.ipynb: DataLoader workers, pinned non-blocking copies, augmentation on the device.
+"""
 
 import json
 import os
+import tempfile
 
 import pytest
 
-NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, "notebooks", "quickstart.ipynb")
+FOLDER = os.path.join(os.path.dirname(__file__), os.pardir, "notebooks")
+NOTEBOOKS = ["quickstart.ipynb", "training.ipynb"]
 
 
-def test_notebook_is_stored_without_outputs():
-    with open(NOTEBOOK, encoding="utf-8") as f:
-        cells = json.load(f)["cells"]
-    code = [cell for cell in cells if cell["cell_type"] == "code"]
-    assert code and all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
-
-
-@pytest.mark.requires_notebook
-def test_notebook_runs(tmp_path):
+def _run(name, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook = nbformat.read(os.path.join(FOLDER, name), as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "patches/s" in text and "loss" in text
     images = [o for o in outputs if o.output_type in ("display_data", "execute_result")
               and "image/png" in o.get("data", {})]
+    return text, images
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_stored_without_outputs(name):
+    with open(os.path.join(FOLDER, name), encoding="utf-8") as f:
+        cells = json.load(f)["cells"]
+    code = [cell for cell in cells if cell["cell_type"] == "code"]
+    assert code and all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
+
+
+@pytest.mark.requires_notebook
+def test_quickstart_runs(tmp_path):
+    text, images = _run("quickstart.ipynb", tmp_path)
+    assert "patches/s" in text and "loss" in text
     assert len(images) >= 2  # the patch grid and the stitched predictions
+
+
+@pytest.mark.requires_notebook
+def test_training_runs_and_cleans_up(tmp_path):
+    before = set(os.listdir(tempfile.gettempdir()))
+    text, _ = _run("training.ipynb", tmp_path)
+    assert text.count("patches/s") == 2 and "step 8: loss" in text
+    left = {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("lazypatch-")}
+    assert left == set()
