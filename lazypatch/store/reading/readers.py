@@ -232,6 +232,23 @@ class TiledReader(ArrayReader):
             local = local * self.grid_columns[a][image_ids] + coords[:, a]
         return self.first[image_ids] + local
 
+    def _row_terms(self, image_ids, origins, size):
+        """Per spatial axis but x, innermost first: (axis shape, tiles, pixels), the steps
+        every box row takes along that axis, in tiles and in pixels of a channel plane.
+        The one row plan that :meth:`rows` and :meth:`mapped_row_starts` sum up."""
+        tile, nd = self.tile, self.ndim
+        count = len(image_ids)
+        grid = self.grid[image_ids]
+        tile_stride = np.ones(count, dtype=np.int64)
+        pixel_stride = tile[-1]
+        for a in range(nd - 2, -1, -1):
+            tile_stride = tile_stride * grid[:, a + 1]
+            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
+            axis_shape = [count] + [1] * (nd - 1)
+            axis_shape[a + 1] = size[a]
+            yield axis_shape, tc * tile_stride[:, None], ic * pixel_stride
+            pixel_stride *= tile[a]
+
     def rows(self, image_ids, origins, size):
         """The row plan of interior boxes, in tile ids (see NOTE [row windows]).
 
@@ -240,45 +257,27 @@ class TiledReader(ArrayReader):
         row_start): per box and row the tile holding its first pixel, and the
         row's pixel offset in a channel plane of that tile, shapes (B, R).
         """
-        tile, nd = self.tile, self.ndim
-        count = len(image_ids)
-        grid = self.grid[image_ids]
+        count, nd = len(image_ids), self.ndim
         shape = (count,) + (1,) * (nd - 1)
-        tiles = (self.first[image_ids] + origins[:, -1] // tile[-1]).reshape(shape)
+        tiles = (self.first[image_ids] + origins[:, -1] // self.tile[-1]).reshape(shape)
         row_start = np.zeros(shape, dtype=np.int64)
-        tile_stride = np.ones(count, dtype=np.int64)
-        pixel_stride = tile[-1]
-        for a in range(nd - 2, -1, -1):
-            tile_stride = tile_stride * grid[:, a + 1]
-            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
-            axis_shape = [count] + [1] * (nd - 1)
-            axis_shape[a + 1] = size[a]
-            tiles = tiles + (tc * tile_stride[:, None]).reshape(axis_shape)
-            row_start = row_start + (ic * pixel_stride).reshape(axis_shape)
-            pixel_stride *= tile[a]
+        for axis_shape, tile_steps, pixel_steps in self._row_terms(image_ids, origins, size):
+            tiles = tiles + tile_steps.reshape(axis_shape)
+            row_start = row_start + pixel_steps.reshape(axis_shape)
         rows = (count, int(np.prod(size[:-1])))
         return (np.broadcast_to(tiles, (count,) + tuple(size[:-1])).reshape(rows),
                 np.broadcast_to(row_start, (count,) + tuple(size[:-1])).reshape(rows))
 
     def mapped_row_starts(self, image_ids, origins, size) -> np.ndarray:
-        """Byte offsets in the file of every box row's first pixel, (B, R): the
-        same plan as :meth:`rows`, with the arithmetic done on per-axis terms."""
-        tile, nd = self.tile, self.ndim
+        """Byte offsets in the file of every box row's first pixel, (B, R): the plan of
+        :meth:`rows` in bytes, summed per axis (no (B, R) tile table in between)."""
         record, value = self.record_bytes, self.itemsize
-        count = len(image_ids)
-        grid = self.grid[image_ids]
-        shape = (count,) + (1,) * (nd - 1)
-        tx0, dx = np.divmod(origins[:, -1], tile[-1])
-        starts = (self.array.offset + (self.first[image_ids] + tx0) * record + dx * value).reshape(shape)
-        tile_stride = np.full(count, record, dtype=np.int64)
-        pixel_stride = tile[-1] * value
-        for a in range(nd - 2, -1, -1):
-            tile_stride = tile_stride * grid[:, a + 1]
-            tc, ic = np.divmod(origins[:, a, None] + np.arange(size[a]), tile[a])
-            axis_shape = [count] + [1] * (nd - 1)
-            axis_shape[a + 1] = size[a]
-            starts = starts + (tc * tile_stride[:, None] + ic * pixel_stride).reshape(axis_shape)
-            pixel_stride *= tile[a]
+        count, nd = len(image_ids), self.ndim
+        tx0, dx = np.divmod(origins[:, -1], self.tile[-1])
+        starts = (self.array.offset + (self.first[image_ids] + tx0) * record + dx * value).reshape(
+            (count,) + (1,) * (nd - 1))
+        for axis_shape, tile_steps, pixel_steps in self._row_terms(image_ids, origins, size):
+            starts = starts + (tile_steps * record + pixel_steps * value).reshape(axis_shape)
         return starts.reshape(count, -1)
 
     def read_tiles(self, handles, tile_ids, out, mode) -> None:
