@@ -9,15 +9,14 @@ file offsets computed from its tables (see ``lazypatch.store.reading``).
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
 import threading
-import zlib
 from bisect import bisect_right
 
 import numpy as np
 
-from ..errors import (LazypatchError, ParameterError, ParameterTypeError, PatchIndexError,
+from ..errors import (ParameterError, ParameterTypeError, PatchIndexError,
                       StoreChangedError, StoreClosedError, StoreFormatError)
 from ..grid import axis_tuple, is_int
 from ..index import as_int_array
@@ -216,7 +215,11 @@ class ImageStore:
     def groups(self, name: str) -> list:
         """The HDF5 group ``name`` of every shard (``None`` where a shard has none),
         e.g. the statistics written with the store (``fmt.G_CHANNEL_STATS``)."""
-        return [self._get_handles(n).h5.get(name) for n in range(len(self._shards))]
+        return [self.group(name, shard) for shard in range(len(self._shards))]
+
+    def group(self, name: str, shard: int = 0):
+        """The HDF5 group ``name`` of one shard, or ``None``."""
+        return self._get_handles(shard).h5.get(name)
 
     def __getstate__(self):
         return {"paths": self.paths, "io": self._io, "io_threads": self._io_threads,
@@ -340,7 +343,7 @@ class ImageStore:
     def names(self) -> list:
         """Image names (read on first access, then cached)."""
         if self._names is None:
-            self._names = [str(v) for v in self._text_table(fmt.D_NAMES)]
+            self._names = [str(v) for v in self.text_table(fmt.D_NAMES)]
         return self._names
 
     def image_ids_of(self, keys, name: str = "image_ids") -> np.ndarray:
@@ -395,6 +398,10 @@ class ImageStore:
             raise StoreFormatError(f"{path!r}: the meta of image {image_id} is not a JSON object")
         return value
 
+    def has_table(self, name: str) -> bool:
+        """Whether every shard holds the per-image table ``name`` (optional ones came later)."""
+        return all(name in self._get_handles(n).h5 for n in range(len(self._shards)))
+
     def table(self, name: str) -> np.ndarray:
         """A per-image numeric table, concatenated across shards."""
         parts = []
@@ -403,7 +410,8 @@ class ImageStore:
                 parts.append(np.asarray(self._get_handles(number).h5[name][()]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _text_table(self, name: str) -> list:
+    def text_table(self, name: str) -> list:
+        """A per-image text table (names, meta JSON), concatenated across shards."""
         values = []
         for number, shard in enumerate(self._shards):
             with fmt.damage_is_format_error(shard.info.path, f"table {name!r}"):
@@ -694,84 +702,35 @@ class ImageStore:
         A damaged names table names images by number only. Statistics written
         into the store (label and channel statistics) are checked too; their
         damage has ``image`` and ``name`` None and ``what`` ``"statistics"``.
+        See :mod:`lazypatch.store.verify`.
         """
-        from tqdm import tqdm
+        from .verify import verify
 
-        show = progress if progress is not None else sys.stderr.isatty()
-        expected = {"pixels": self.table(fmt.D_CRC)}
-        if self.has_masks:
-            expected["mask"] = self.table(fmt.D_MASK_CRC)
-        damaged = self._verify_info()
-        with tqdm(total=len(self), unit="image", desc="lazypatch verify", disable=not show,
-                  file=sys.stderr, leave=False) as bar:
-            for image_id in range(len(self)):
-                for what, crcs in expected.items():
-                    try:
-                        crc = self._crc(image_id, what == "mask")
-                    except (OSError, LazypatchError) as exc:
-                        damaged.append({"image": image_id, "what": what, "reason": str(exc)})
-                        continue
-                    if crc != int(crcs[image_id]):
-                        damaged.append({"image": image_id, "what": what,
-                                        "reason": f"CRC32 {crc:08x}, stored {int(crcs[image_id]):08x}"})
-                bar.update(1)
-        try:
-            names = self.names
-        except StoreFormatError:
-            names = [str(k) for k in range(len(self))]
-        for entry in damaged:
-            entry["name"] = names[entry["image"]]
-        damaged.sort(key=lambda entry: entry["image"])
-        return damaged + self._verify_statistics()
+        return verify(self, progress)
 
-    def _verify_statistics(self) -> list:
-        """Damage to the statistics groups written into the store (CRC32 per dataset)."""
+    def read_bands(self, image_id: int, *, mask: bool = False, max_bytes: int = 16 << 20):
+        """One image (or its mask) as ``(first_row, band)`` pairs of whole rows, in order,
+        each band at most ``max_bytes`` (at least one row): bounded memory for any image.
 
-        damaged = []
-        for number, shard in enumerate(self._shards):
-            h5 = self._get_handles(number).h5
-            for group_name in (fmt.G_LABEL_STATS, fmt.G_CHANNEL_STATS):
-                try:
-                    group = h5.get(group_name)
-                    for name in ([] if group is None else list(group)):
-                        dataset = group[name]
-                        reason = fmt.crc_damage(dataset.name, dataset.attrs.get("crc32"), dataset[()])
-                        if reason is not None:
-                            damaged.append({"image": None, "name": None, "what": "statistics",
-                                            "reason": f"{shard.info.path}: {reason}"})
-                except fmt.H5_DAMAGE as exc:
-                    damaged.append({"image": None, "name": None, "what": "statistics",
-                                    "reason": f"{shard.info.path}: {group_name} unreadable ({exc})"})
-        return damaged
+        Bands are ``(rows, *rest, C)`` like :meth:`read` (``(rows, *rest)`` for masks).
 
-    def _verify_info(self) -> list:
-        """Damage to the names and meta tables (stores written before info_crc32: none found)."""
-        if any(fmt.D_INFO_CRC not in self._get_handles(n).h5 for n in range(len(self._shards))):
-            return []
-        try:
-            names, metas = self._text_table(fmt.D_NAMES), self._text_table(fmt.D_META)
-        except StoreFormatError as exc:
-            return [{"image": k, "what": "info", "reason": str(exc)} for k in range(len(self))]
-        crcs = self.table(fmt.D_INFO_CRC)
-        return [{"image": k, "what": "info", "reason": "name or meta differs from its CRC32"}
-                for k in range(len(self)) if fmt.info_crc(names[k], metas[k]) != int(crcs[k])]
-
-    def _crc(self, image_id: int, mask: bool) -> int:
-        """CRC32 of one image's (or mask's) C-order bytes as written, read band by band."""
+        >>> import numpy as np, tempfile, os
+        >>> from lazypatch import write_store
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+        >>> store = write_store(path, [np.arange(60, dtype=np.uint8).reshape(10, 6)], progress=False)
+        >>> [(row, band.shape) for row, band in store.read_bands(0, max_bytes=24)]
+        [(0, (4, 6, 1)), (4, (4, 6, 1)), (8, (2, 6, 1))]
+        """
+        image_id = self._check_image_id(image_id)
+        if mask:
+            self._require_masks()
         shape = tuple(int(v) for v in self.shapes[image_id])
-        row = int(np.prod(shape[1:])) * (1 if mask else self.channels) * (
-            self.mask_dtype if mask else self.dtype).itemsize
-        rows = max(1, (16 << 20) // max(row, 1))
-        crc = 0
+        row = math.prod(shape[1:]) * (1 if mask else self.channels) * (self.mask_dtype if mask else self.dtype).itemsize
+        rows = max(1, int(max_bytes) // max(row, 1))
+        read = self.read_mask_region if mask else self.read_region
         for r0 in range(0, shape[0], rows):
             r1 = min(r0 + rows, shape[0])
-            origin, size = (r0,) + (0,) * (len(shape) - 1), (r1 - r0,) + shape[1:]
-            if mask:
-                band = self.read_mask_region(image_id, origin, size)
-            else:
-                band = self.read_region(image_id, origin, size)
-            crc = zlib.crc32(np.ascontiguousarray(band), crc)
-        return crc
+            yield r0, read(image_id, (r0,) + (0,) * (len(shape) - 1), (r1 - r0,) + shape[1:])
 
 
 def _as_paths(path) -> list:
