@@ -20,8 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lazypatch import PatchAggregator, PatchDataset, PatchIndex
-from lazypatch.cli._bench_system import proc_status
-from lazypatch.testing import brute_force_patches, patch_oracle
+from lazypatch.testing import brute_force_patches, patch_oracle, proc_status
 
 MODES = ["average", "gaussian", "hann", "crop"]
 

@@ -2,7 +2,8 @@
 
 Matrix: build from a folder of real PNG/JPEG/16-bit TIFF/.npy files with
 masks paired by stem (and its failures: unreadable file, missing mask);
-info (text, --json, --patch); a short bench on a synthetic store; demo.
+info (text, --json, --patch); demo, and what it asks to install without
+scikit-image. ``lazypatch bench`` is tested in tests/test_bench.py.
 """
 
 import json
@@ -94,27 +95,6 @@ def test_tiff_16_bit_and_layouts(folder):
         assert np.array_equal(store.read(0), tifffile.imread(source / "a_wide.tif"))
 
 
-def test_short_bench(tmp_path, capsys):
-    report = tmp_path / "bench.json"
-    assert main(["bench", "--size-gb", "0.01", "--image-size", "128", "--batch", "32",
-                 "--batches", "2", "--repeats", "1", "--json", str(report), "--markdown"]) == 0
-    table = capsys.readouterr().out
-    assert "| lazypatch read_batch |" in table and "per-patch loop" in table
-    data = json.loads(report.read_text())
-    assert {row["method"] for row in data["rows"]} >= {"lazypatch read_batch", "raw copy",
-                                                       "seed on-the-fly dataset"}
-
-
-def test_soak_bench_reports_every_process(tmp_path, capsys):
-    report = tmp_path / "soak.json"
-    assert main(["bench", "--soak", "--size-gb", "0.005", "--image-size", "96", "--patch", "32",
-                 "--patches", "3000", "--epochs", "2", "--json", str(report)]) == 0
-    assert "slope (MiB/epoch)" in capsys.readouterr().out
-    data = json.loads(report.read_text())
-    assert set(data["processes"]) == {"main", "worker 0", "worker 1"}
-    assert all(len(row["rss_anon_mib"]) == 2 for row in data["processes"].values())
-
-
 def test_demo_and_module_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lazypatch", "demo", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
@@ -125,3 +105,11 @@ def test_demo_and_module_entry_point(tmp_path):
     assert picture.ndim == 3 and picture.shape[2] == 3
     version = subprocess.run([sys.executable, "-m", "lazypatch", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("lazypatch ")
+
+
+def test_demo_names_its_extra_when_scikit_image_is_missing(monkeypatch):
+    from lazypatch.cli import demo
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # `import skimage...` raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "lazypatch\[demo\]"'):
+        next(demo.sample_images())

@@ -234,7 +234,7 @@ def test_format_attributes(make_store):
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="needs preadv(RWF_NOWAIT)")
 def test_auto_mode_follows_the_page_cache(make_store, monkeypatch):
-    from lazypatch.cli._bench import cached_fraction, evict
+    from lazypatch.testing import cached_fraction, evict
 
     images = make_images([(64, 64)] * 40, np.uint8, 3)
     store = make_store(images, tile=16)
@@ -297,7 +297,7 @@ class _VirtualImage:
 
 @pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
 def test_a_large_array_like_is_copied_in_bounded_pieces(tmp_path, layout):
-    from lazypatch.cli._bench_system import proc_status
+    from lazypatch.testing import proc_status
 
     image = _VirtualImage((6000, 7000, 3))  # 126 MB, never materialized
     before = proc_status().get("RssAnon", 0.0)

@@ -18,17 +18,18 @@ SAMPLES = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "rocket",
            "hubble_deep_field", "retina")
 
 
+DEMO_EXTRA = 'pip install "lazypatch[demo]"'
+
+
 def sample_images():
     """(name, image, mask) for each bundled RGB sample image."""
     try:
         import skimage.data
         from skimage.color import rgb2gray
         from skimage.filters import threshold_otsu
-    except ImportError as exc:  # pragma: no cover - scikit-image is in the test extra
-        raise ImportError(
-            "lazypatch demo uses scikit-image's bundled sample images: "
-            "pip install 'lazypatch[test]' (or scikit-image)"
-        ) from exc
+    except ImportError as exc:  # pragma: no cover - scikit-image is in the demo and test extras
+        raise ImportError(f"lazypatch demo uses scikit-image's bundled sample images ({exc}): "
+                          f"{DEMO_EXTRA}") from exc
     for name in SAMPLES:
         image = getattr(skimage.data, name)()
         gray = rgb2gray(image)
@@ -68,8 +69,12 @@ def run(args) -> int:
 
 def demo(out: str = "lazypatch-demo") -> int:
     import torch
-    from PIL import Image
     from torch.utils.data import DataLoader
+
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - Pillow is in the demo and test extras
+        raise ImportError(f"lazypatch demo writes its picture with Pillow ({exc}): {DEMO_EXTRA}") from exc
 
     from ..data.dataset import PatchDataset
     from ..data.samples import collate

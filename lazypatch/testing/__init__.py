@@ -1,4 +1,5 @@
-"""Oracles and hypothesis strategies for testing code built on lazypatch.
+"""Oracles and hypothesis strategies for testing code built on lazypatch, and
+measuring helpers for the tests and benchmarks (:mod:`lazypatch.testing.measure`).
 
 The oracles are written as plain loops straight from the grid rules
 (:mod:`lazypatch.grid`), independent of :mod:`lazypatch.index`, so that the index
@@ -17,6 +18,9 @@ import itertools
 
 import numpy as np
 
+from .measure import (cached_fraction, evict, index_nbytes, proc_status, read_stages,
+                      store_table_nbytes, torch_worker_batches)
+
 __all__ = [
     "axis_origins",
     "brute_force_patches",
@@ -24,6 +28,14 @@ __all__ = [
     "arange_image",
     "shapes_strategy",
     "grid_strategy",
+    # measure
+    "proc_status",
+    "evict",
+    "cached_fraction",
+    "read_stages",
+    "index_nbytes",
+    "store_table_nbytes",
+    "torch_worker_batches",
 ]
 
 

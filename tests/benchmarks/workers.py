@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import lazypatch
-from lazypatch.data import _shared
+from lazypatch.testing import proc_status, torch_worker_batches
 
 IMAGE = 512
 PATCH = 64
@@ -109,11 +109,8 @@ def lazypatch_rows(path: str, batches: int, augmented: bool) -> dict:
     if not augmented:
         def torch_path(loader=DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=2,
                                            persistent_workers=True, multiprocessing_context="fork")):
-            _shared._enabled = False  # workers forked now inherit it
-            try:
+            with torch_worker_batches():  # workers forked now keep torch's path
                 return _consume(loader, batches)
-            finally:
-                _shared._enabled = None
         rows["lazypatch DataLoader, 2 workers, torch's path"] = torch_path
     return rows
 
@@ -217,11 +214,6 @@ def first_figures(path: str, repeats: int) -> dict:
     }
 
 
-def _rss_anon_kib(pid) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
-
-
 def soak(path: str, epochs: int = 5) -> dict:
     """RssAnon of the main process and of each worker after every epoch (persistent workers)."""
     dataset = lazypatch.PatchDataset(path, patch_size=PATCH)
@@ -231,11 +223,11 @@ def soak(path: str, epochs: int = 5) -> dict:
         for batch in loader:
             batch["image"].sum()
         del batch
-        rows["main"].append(_rss_anon_kib("self"))
+        rows["main"].append(proc_status()["RssAnon"])
         for number, worker in enumerate(loader._iterator._workers):
-            rows.setdefault(f"worker {number}", []).append(_rss_anon_kib(worker.pid))
-    return {name: {"first_MiB": values[0] / 1024, "last_MiB": values[-1] / 1024,
-                   "growth_MiB": (values[-1] - values[0]) / 1024} for name, values in rows.items()}
+            rows.setdefault(f"worker {number}", []).append(proc_status(worker.pid)["RssAnon"])
+    return {name: {"first_MiB": values[0], "last_MiB": values[-1], "growth_MiB": values[-1] - values[0]}
+            for name, values in rows.items()}
 
 
 def main(argv=None) -> int:
