@@ -1,4 +1,11 @@
-"""Shared fixtures: hypothesis profiles, a seeded rng, a store factory."""
+"""Shared fixtures: hypothesis profiles, a seeded rng, a store factory.
+
+Profiles (``HYPOTHESIS_PROFILE``): ``default`` (60 examples), ``ci``
+(120, derandomized), ``thorough`` (2000). Markers, registered in setup.cfg:
+``slow`` and ``system`` (the default run runs both); ``requires_torchvision``
+and ``requires_notebook``, registered below, which CI turns from skips into
+failures with ``LAZYPATCH_REQUIRE``.
+"""
 
 import os
 

@@ -144,17 +144,20 @@ def _fresh(code: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.system
 def test_index_imports_neither_torch_nor_h5py():
     code = ("import sys, lazypatch.index, lazypatch.testing; "
             "print(sorted(m for m in ('torch', 'h5py') if m in sys.modules))")
     assert _fresh(code) == "[]"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("package", ["lazypatch.store", "lazypatch.stats", "lazypatch.ingest"])
 def test_store_stats_and_ingest_do_not_import_torch(package):
     assert _fresh(f"import sys, {package}; print('torch' in sys.modules)") == "False"
 
 
+@pytest.mark.system
 def test_writing_and_reading_a_store_with_every_statistic_does_not_import_torch(tmp_path):
     # torch costs 130-270 MiB of private memory at import: a build must not pay it
     code = (
@@ -166,6 +169,7 @@ def test_writing_and_reading_a_store_with_every_statistic_does_not_import_torch(
     assert _fresh(code) == "False"
 
 
+@pytest.mark.system
 def test_building_from_files_does_not_import_torch(tmp_path):
     import numpy as np
 

@@ -231,7 +231,8 @@ def test_default_patch_size_fits_every_image(tmp_path):
                         progress=False)
     figure = show(store, samples=2)
     assert "7 patches of 120x256" in figure.texts[0].get_text()  # 2x2 + 1x3 (drop)
-    assert not store._closed  # a store passed in stays open
+    # a store passed in stays open: it still reads (a closed one raises StoreClosedError)
+    assert store.read_region(0, (0, 0), (1, 1)).shape == (1, 1, 1)
 
 
 # -- sources -------------------------------------------------------------------------------
@@ -349,12 +350,12 @@ def test_cli_shards_and_stride(photos, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--image", "5"], "image 5 is out of range for a store of 2 images"),
-    (["--patch", "1000"], r"patch_size \(1000, 1000\) fits in none of the 2 images"),
-    (["--patch", "0"], r"patch_size must be positive integers, got \(0, 0\)"),
-    (["--samples", "0"], "samples must be a positive integer, got 0"),
-    (["--seed", "-1"], "seed must be a non-negative integer, got -1"),
-    (["--dpi", "0"], "dpi must be a positive number, got 0.0"),
+    pytest.param(["--image", "5"], "image 5 is out of range for a store of 2 images", id="--image 5"),
+    pytest.param(["--patch", "1000"], r"patch_size \(1000, 1000\) fits in none of the 2 images", id="--patch 1000"),
+    pytest.param(["--patch", "0"], r"patch_size must be positive integers, got \(0, 0\)", id="--patch 0"),
+    pytest.param(["--samples", "0"], "samples must be a positive integer, got 0", id="--samples 0"),
+    pytest.param(["--seed", "-1"], "seed must be a non-negative integer, got -1", id="--seed -1"),
+    pytest.param(["--dpi", "0"], "dpi must be a positive number, got 0.0", id="--dpi 0"),
 ])
 def test_cli_bad_inputs(photos, tmp_path, capsys, arguments, message):
     out = tmp_path / "x.png"
@@ -372,34 +373,49 @@ def test_cli_missing_store(tmp_path, capsys):
 # -- bad inputs ------------------------------------------------------------------------------
 # each call gets the 2-image store's path and a PatchDataset over it
 BAD = [
-    (lambda path, ds: show(path, samples=0), ValueError, r"samples must be a positive integer, got 0"),
-    (lambda path, ds: show(path, samples=2.0), ValueError, r"samples must be a positive integer, got 2\.0"),
-    (lambda path, ds: show(path, samples=True), ValueError, r"samples must be a positive integer, got True"),
-    (lambda path, ds: show(path, seed=-3), ValueError, r"seed must be a non-negative integer, got -3"),
-    (lambda path, ds: show(path, dpi=0), ValueError, r"dpi must be a positive number, got 0"),
-    (lambda path, ds: show(path, dpi=float("nan")), ValueError, r"dpi must be a positive number, got nan"),
-    (lambda path, ds: show(path, figsize=(4,)), ValueError,
-     r"figsize must be \(width, height\) in inches, positive numbers, got \(4,\)"),
-    (lambda path, ds: show(path, image=2), IndexError, r"image 2 is out of range for a store of 2 images"),
-    (lambda path, ds: show(path, image=-1), IndexError, r"image -1 is out of range for a store of 2 images"),
-    (lambda path, ds: show(path, image=1.0), TypeError, r"image must be an integer, got float 1\.0"),
-    (lambda path, ds: show(path, patch_size=600), ValueError,
-     r"patch_size \(600, 600\) fits in none of the 2 images"),
-    (lambda path, ds: show(path, patch_size=(8, 8, 8)), ValueError,
-     r"patch_size must have one entry per spatial axis \(2\), got 3"),
-    (lambda path, ds: show(path, patch_size=8, edge="wrap"), ValueError,
-     r"edge must be one of \('drop', 'shift', 'pad'\), got 'wrap'"),
-    (lambda path, ds: show(3), TypeError,
-     r"store must be an ImageStore, a path, a list of shard paths or a PatchDataset, got int"),
-    (lambda path, ds: show(ds, patch_size=32), ValueError,
-     r"patch_size, stride and edge come from the dataset; leave them None, got patch_size=32"),
-    (lambda path, ds: show(ds, edge="pad"), ValueError, r"leave them None, got edge='pad'"),
-    (lambda path, ds: to_display(np.zeros((2, 3, 4, 5))), ValueError,
-     r"array must be \(H, W\), \(H, W, C\) or, with channels_first, \(C, H, W\); got shape \(2, 3, 4, 5\)"),
-    (lambda path, ds: to_display(np.zeros((4, 5, 0))), ValueError, r"array has no channels: shape \(4, 5, 0\)"),
-    (lambda path, ds: to_display(np.zeros((4, 5), complex)), TypeError,
-     r"array must hold real numbers, got complex128"),
-    (lambda path, ds: to_display(np.array([["a"]])), TypeError, r"array must hold real numbers, got <U1"),
+    pytest.param(lambda path, ds: show(path, samples=0), ValueError,
+                 r"samples must be a positive integer, got 0", id="samples=0"),
+    pytest.param(lambda path, ds: show(path, samples=2.0), ValueError,
+                 r"samples must be a positive integer, got 2\.0", id="samples=2.0"),
+    pytest.param(lambda path, ds: show(path, samples=True), ValueError,
+                 r"samples must be a positive integer, got True", id="samples=True"),
+    pytest.param(lambda path, ds: show(path, seed=-3), ValueError,
+                 r"seed must be a non-negative integer, got -3", id="seed=-3"),
+    pytest.param(lambda path, ds: show(path, dpi=0), ValueError, r"dpi must be a positive number, got 0", id="dpi=0"),
+    pytest.param(lambda path, ds: show(path, dpi=float("nan")), ValueError,
+                 r"dpi must be a positive number, got nan", id="dpi=nan"),
+    pytest.param(lambda path, ds: show(path, figsize=(4,)), ValueError,
+                 r"figsize must be \(width, height\) in inches, positive numbers, got \(4,\)", id="figsize=(4,)"),
+    pytest.param(lambda path, ds: show(path, image=2), IndexError,
+                 r"image 2 is out of range for a store of 2 images", id="image=2"),
+    pytest.param(lambda path, ds: show(path, image=-1), IndexError,
+                 r"image -1 is out of range for a store of 2 images", id="image=-1"),
+    pytest.param(lambda path, ds: show(path, image=1.0), TypeError,
+                 r"image must be an integer, got float 1\.0", id="image=1.0"),
+    pytest.param(lambda path, ds: show(path, patch_size=600), ValueError,
+                 r"patch_size \(600, 600\) fits in none of the 2 images", id="patch_size=600"),
+    pytest.param(lambda path, ds: show(path, patch_size=(8, 8, 8)), ValueError,
+                 r"patch_size must have one entry per spatial axis \(2\), got 3", id="patch_size=(8, 8, 8)"),
+    pytest.param(lambda path, ds: show(path, patch_size=8, edge="wrap"), ValueError,
+                 r"edge must be one of \('drop', 'shift', 'pad'\), got 'wrap'", id="edge='wrap'"),
+    pytest.param(lambda path, ds: show(3), TypeError,
+                 r"store must be an ImageStore, a path, a list of shard paths or a PatchDataset, got int",
+                 id="store=3"),
+    pytest.param(lambda path, ds: show(ds, patch_size=32), ValueError,
+                 r"patch_size, stride and edge come from the dataset; leave them None, got patch_size=32",
+                 id="dataset and patch_size=32"),
+    pytest.param(lambda path, ds: show(ds, edge="pad"), ValueError,
+                 r"leave them None, got edge='pad'", id="dataset and edge='pad'"),
+    pytest.param(lambda path, ds: to_display(np.zeros((2, 3, 4, 5))), ValueError,
+                 r"array must be \(H, W\), \(H, W, C\) or, with channels_first, \(C, H, W\); "
+                 r"got shape \(2, 3, 4, 5\)",
+                 id="to_display 4-D array"),
+    pytest.param(lambda path, ds: to_display(np.zeros((4, 5, 0))), ValueError,
+                 r"array has no channels: shape \(4, 5, 0\)", id="to_display no channels"),
+    pytest.param(lambda path, ds: to_display(np.zeros((4, 5), complex)), TypeError,
+                 r"array must hold real numbers, got complex128", id="to_display complex"),
+    pytest.param(lambda path, ds: to_display(np.array([["a"]])), TypeError,
+                 r"array must hold real numbers, got <U1", id="to_display strings"),
 ]
 
 
@@ -408,7 +424,7 @@ def dataset(photos):
     return lazypatch.PatchDataset(photos / "plain.h5", patch_size=64)
 
 
-@pytest.mark.parametrize("call, kind, pattern", BAD, ids=[row[2][:40] for row in BAD])
+@pytest.mark.parametrize("call, kind, pattern", BAD)
 def test_bad_inputs(photos, dataset, call, kind, pattern):
     with pytest.raises(kind, match=pattern) as caught:
         call(photos / "plain.h5", dataset)
@@ -416,6 +432,7 @@ def test_bad_inputs(photos, dataset, call, kind, pattern):
 
 
 # -- imports --------------------------------------------------------------------------------
+@pytest.mark.system
 def test_matplotlib_is_imported_only_to_draw():
     code = ("import sys, lazypatch.show, lazypatch.cli; lazypatch.cli.build_parser(); "
             "print('matplotlib' in sys.modules, 'matplotlib.pyplot' in sys.modules)")
@@ -423,6 +440,7 @@ def test_matplotlib_is_imported_only_to_draw():
     assert result.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.system
 def test_drawing_does_not_use_pyplot(photos):
     code = (f"import sys; from lazypatch.show import show; show({str(photos / 'plain.h5')!r}, samples=2); "
             "print('matplotlib.pyplot' in sys.modules)")

@@ -16,6 +16,8 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Rando
 
 from lazypatch import PatchDataset, PatchIndex, collate
 from lazypatch.testing import arange_image, brute_force_patches, patch_oracle
+from lazypatch.testing.internals import (buffer_pool, general_reads, pool_buffers, reads_whole_tiles,
+                                         sample_list_batch)
 
 SHAPES = [(37, 50), (16, 16), (9, 70), (64, 33)]
 
@@ -130,6 +132,8 @@ def _epoch(loader):
     return indices
 
 
+@pytest.mark.slow
+@pytest.mark.system
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_dataloader_workers_see_each_patch_once(source, context):
     images, _, store, _ = source
@@ -192,9 +196,7 @@ def test_batches_are_contiguous_and_collate_is_exact(source):
 
 
 def test_batch_buffers_are_reused_only_when_released():
-    from lazypatch.data.dataset import _BufferPool
-
-    pool = _BufferPool(limit=1 << 20)
+    pool = buffer_pool(limit=1 << 20)
     first = torch.from_numpy(pool.take((2, 64 << 20), np.uint8))  # 128 MiB, over the limit
     assert first.data_ptr() % 4096 == 0
     second = pool.take((2, 64 << 20), np.uint8)  # the first is still held: fresh memory
@@ -212,7 +214,7 @@ def test_batch_buffers_are_reused_only_when_released():
     # idle large buffers make room for a new size; held ones stay
     del third, fourth
     small = pool.take((4, 1 << 20), np.uint8)
-    assert [b.nbytes for b in pool._buffers] == [4 << 20]
+    assert [b.nbytes for b in pool_buffers(pool)] == [4 << 20]
     assert pool.take((4, 1 << 20), np.uint8).ctypes.data != small.ctypes.data
 
 
@@ -271,7 +273,7 @@ def test_default_loader_path_batches_without_copying(source):
     ds = PatchDataset(store, 12, stride=5)
     samples = ds.__getitems__([3, 4, 5])
     collated = torch.utils.data.default_collate(samples)  # looks at samples[0] only
-    assert collated["image"].data_ptr() == samples._batch["image"].data_ptr()
+    assert collated["image"].data_ptr() == sample_list_batch(samples)["image"].data_ptr()
     assert collated["index"].tolist() == [3, 4, 5]
 
 
@@ -285,7 +287,7 @@ def test_sample_list_pickles_as_a_plain_list(make_store):
 
 
 @pytest.mark.parametrize("io", ["mmap", "pread", "auto"])
-def test_whole_tile_grids_read_whole_records(make_store, monkeypatch, io):
+def test_whole_tile_grids_read_whole_records(make_store, io):
     """Patch = stride = tile on images the tile divides: batches are read as whole
     records (NOTE [whole-tile grids]), equal to numpy and to the general path, with
     masks, a split of the images and a foreground filter; other grids do not use it."""
@@ -302,7 +304,7 @@ def test_whole_tile_grids_read_whole_records(make_store, monkeypatch, io):
     cases = [dict(), dict(image_ids=[3, 0, 2]), dict(edge="pad"), dict(filter=filter_path)]
     for options in cases:
         ds = PatchDataset(store, 16, **options)
-        assert ds._whole_tiles and 0 < len(ds) <= 18
+        assert reads_whole_tiles(ds) and 0 < len(ds) <= 18
         if "filter" in options:
             assert len(ds) < 18  # some patches filtered out
         flat = np.random.default_rng(0).permutation(np.repeat(np.arange(len(ds)), 2))
@@ -313,13 +315,13 @@ def test_whole_tile_grids_read_whole_records(make_store, monkeypatch, io):
             expected = patch_oracle(images[image_id], origin, (16, 16))
             assert np.array_equal(fast["image"][k].permute(1, 2, 0).numpy(), expected)
             assert np.array_equal(fast["mask"][k].numpy(), patch_oracle(masks[image_id], origin, (16, 16)))
-        monkeypatch.setattr(ds, "_whole_tiles", False)
-        general = ds.read_batch(flat)
+        with general_reads(ds):
+            general = ds.read_batch(flat)
         assert all(torch.equal(fast[key], general[key]) for key in general)
-        monkeypatch.undo()
-    assert not PatchDataset(store, 16, stride=8)._whole_tiles
-    assert not PatchDataset(store, 8)._whole_tiles
+        assert reads_whole_tiles(ds)  # back on the fast path after the block
+    assert not reads_whole_tiles(PatchDataset(store, 16, stride=8))
+    assert not reads_whole_tiles(PatchDataset(store, 8))
     odd = make_store([arange_image((20, 32, 2), np.uint16)], tile=16)
-    assert not PatchDataset(odd, 16, edge="pad")._whole_tiles
+    assert not reads_whole_tiles(PatchDataset(odd, 16, edge="pad"))
     chunked = make_store(images, tile=16, layout="chunked")
-    assert not PatchDataset(chunked, 16)._whole_tiles
+    assert not reads_whole_tiles(PatchDataset(chunked, 16))

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from lazypatch import ImageStore, PatchDataset, write_store
 from lazypatch.testing import arange_image, patch_oracle
+from lazypatch.testing.internals import store_handles
 
 SHAPES = [(37, 45), (20, 64), (64, 21), (9, 9)]
 
@@ -44,6 +45,8 @@ def check_batch(dataset, batch, images, masks):
     return flat
 
 
+@pytest.mark.slow
+@pytest.mark.system
 @pytest.mark.parametrize("persistent", [False, True])
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
@@ -61,6 +64,7 @@ def test_dataloader_matrix(source, context, workers, persistent):
         assert np.array_equal(np.sort(seen), np.arange(len(dataset)))  # every patch once per epoch
 
 
+@pytest.mark.system
 def test_fork_reopens_in_the_child(source):
     path, images, _ = source
     store = ImageStore(path, io="mmap")
@@ -69,7 +73,7 @@ def test_fork_reopens_in_the_child(source):
     if pid == 0:  # the child: inherited handles belong to the parent
         code = 0
         try:
-            handles = store._get_handles()
+            handles = store_handles(store)
             ok = handles.pid == os.getpid() and np.array_equal(store.read(2), images[2])
             code = 0 if ok else 3
         except BaseException:

@@ -3,6 +3,12 @@
 The oracle for geometric augmentation is brute force: every output patch must
 be a crop of a flip of the patch as stored, and its mask the very same crop of
 the same flip of the stored mask.
+
+Matrix: flip + crop through ds[i] / read_batch / __getitems__; interpolating
+transforms (labels never blended); seeded x DataLoader {in process, 2 workers
+fork, 2 workers spawn} x epochs {0, 1}; unseeded with workers and pinned
+memory; 3-D patches; a transform that loses the sample; bad arguments and a
+missing torchvision. Needs torchvision (``requires_torchvision``).
 """
 
 import itertools
@@ -112,6 +118,7 @@ def test_mask_labels_survive_interpolating_transforms(make_store, rng, v2):
 
 
 @pytest.mark.requires_torchvision
+@pytest.mark.system
 def test_seeded_augmentation_is_reproducible_across_workers_and_epochs(dataset, v2):
     transform = TorchvisionTransform(_flip_crop_transform(v2), seed=11)
     augmented = PatchDataset(dataset.store, PATCH, stride=9, edge="shift", transform=transform)
@@ -138,6 +145,7 @@ def test_seeded_augmentation_is_reproducible_across_workers_and_epochs(dataset, 
 
 
 @pytest.mark.requires_torchvision
+@pytest.mark.system
 def test_unseeded_transform_uses_torch_randomness_in_workers_with_pinned_memory(dataset, v2):
     augmented = PatchDataset(dataset.store, PATCH, stride=9, edge="shift",
                              transform=TorchvisionTransform(_flip_crop_transform(v2)))

@@ -10,6 +10,7 @@ slots reused when batches are dropped.
 """
 
 import gc
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from lazypatch import PatchDataset, PatchSampler, SeededTransform, write_store
-from lazypatch.data import _shared
+from lazypatch.testing.internals import worker_batch_mappings, worker_batches_enabled
 
-pytestmark = [pytest.mark.skipif(not _shared.enabled(), reason="needs Linux memfd")]
+pytestmark = [pytest.mark.skipif(not worker_batches_enabled(), reason="needs Linux memfd"), pytest.mark.system]
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def _check(dataset, batches):
             assert torch.equal(batch[key], expected[key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize("persistent", [False, True], ids=["fresh workers", "persistent workers"])
 @pytest.mark.parametrize("pin_memory", [False, True], ids=["pageable", "pin_memory"])
@@ -132,16 +134,16 @@ def test_resuming_mid_epoch_gives_the_remaining_batches(store_path):
 
 
 def test_dropped_batches_free_their_slots(store_path):
-    _wait_for(lambda: _shared.main_process_mappings() == 0)  # earlier tests' workers are gone
+    _wait_for(lambda: worker_batch_mappings() == 0)  # earlier tests' workers are gone
     dataset = PatchDataset(store_path, patch_size=16)
     loader = DataLoader(dataset, batch_size=8, num_workers=2, persistent_workers=True)
     for _ in range(3):
         for batch in loader:
             batch["image"].sum()
     # two workers, each with its batches in flight (prefetch 2) plus the one being held
-    assert _shared.main_process_mappings() <= 2 * 4
+    assert worker_batch_mappings() <= 2 * 4
     del loader, batch
-    _wait_for(lambda: _shared.main_process_mappings() == 0)
+    _wait_for(lambda: worker_batch_mappings() == 0)
     _wait_for(lambda: _slot_mappings() == 0)
 
 
@@ -163,13 +165,16 @@ def test_a_killed_worker_raises_and_leaves_no_shared_memory(store_path):
     dataset = PatchDataset(store_path, patch_size=16)
     _wait_for(lambda: _slot_mappings() == 0)  # earlier tests' workers are gone
     loader = DataLoader(dataset, batch_size=4, num_workers=2, timeout=60)
+    before = set(multiprocessing.active_children())
     iterator = iter(loader)
+    workers = [process for process in multiprocessing.active_children() if process not in before]
+    assert len(workers) == 2
     held = [next(iterator) for _ in range(3)]
     with pytest.raises(RuntimeError, match="killed by signal|exited unexpectedly"):
-        os.kill(iterator._workers[0].pid, signal.SIGKILL)  # torch's SIGCHLD handler may raise here
+        os.kill(workers[0].pid, signal.SIGKILL)  # torch's SIGCHLD handler may raise here
         for _ in range(len(loader)):
             held.append(next(iterator))
     _check(dataset, held)
     del iterator, loader, held
-    _wait_for(lambda: _shared.main_process_mappings() == 0)
+    _wait_for(lambda: worker_batch_mappings() == 0)
     _wait_for(lambda: _slot_mappings() == 0)  # the memory of an unnamed file goes with its last mapping

@@ -10,9 +10,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pytest  # noqa: E402
 from fuzz_store import GOOD, run  # noqa: E402
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_mutants_fail_cleanly(tmp_path):
     result = run(300, seed=11, timeout=10.0, folder=tmp_path)
     assert result["failures"] == []

@@ -9,16 +9,17 @@ force; memory O(images).
 """
 
 import pickle
-from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-import lazypatch.index._search as index_module
 from lazypatch import FilteredIndex, PatchIndex, PatchIndexError
+from lazypatch.index import ImageSearch
 from lazypatch.testing import axis_origins, brute_force_patches, grid_strategy, shapes_strategy
+from lazypatch.testing.internals import (image_search, image_search_with_max_steps, index_tables,
+                                         max_bucket_steps)
 
 
 def check_against_brute_force(shapes, patch, stride, edge):
@@ -66,8 +67,7 @@ def test_locate_matches_brute_force_3d(shapes, grid):
 @given(shapes_strategy(ndim=2), grid_strategy(ndim=2), st.data())
 def test_scalar_equals_vectorized(shapes, grid, data):
     patch, stride, edge = grid
-    if not brute_force_patches(shapes, patch, stride, edge):
-        return
+    assume(brute_force_patches(shapes, patch, stride, edge))  # an index with patches
     index = PatchIndex(shapes, patch, stride, edge)
     n = len(index)
     flat = data.draw(st.integers(-n, n - 1))
@@ -83,8 +83,7 @@ def test_scalar_equals_vectorized(shapes, grid, data):
 @given(shapes_strategy(ndim=2), grid_strategy(ndim=2), st.integers(-10, 10))
 def test_index_error_exactly_outside(shapes, grid, offset):
     patch, stride, edge = grid
-    if not brute_force_patches(shapes, patch, stride, edge):
-        return
+    assume(brute_force_patches(shapes, patch, stride, edge))  # an index with patches
     index = PatchIndex(shapes, patch, stride, edge)
     n = len(index)
     for flat in (n + offset, -n - 1 - offset):
@@ -102,8 +101,7 @@ def test_index_error_exactly_outside(shapes, grid, offset):
 @given(shapes_strategy(ndim=2, max_images=8), grid_strategy(ndim=2), st.data())
 def test_subset_matches_filtered_brute_force(shapes, grid, data):
     patch, stride, edge = grid
-    if not brute_force_patches(shapes, patch, stride, edge):
-        return
+    assume(brute_force_patches(shapes, patch, stride, edge))  # an index with patches
     index = PatchIndex(shapes, patch, stride, edge)
     chosen = data.draw(st.lists(st.integers(0, len(shapes) - 1), max_size=len(shapes), unique=True))
     sub = index.subset(chosen)
@@ -117,16 +115,25 @@ def test_subset_matches_filtered_brute_force(shapes, grid, data):
     assert sub.shapes.tolist() == [list(shapes[i]) for i in chosen]
 
 
-def test_flat_index_rejects_origins_off_the_grid():
-    index = PatchIndex([(10, 11)], patch_size=4, stride=3, edge="shift")
-    assert index.flat_index(0, (0, 7)) == 3  # the shifted last origin
-    for bad in [(0, 1), (0, 9), (-3, 0), (9, 0)]:
-        with pytest.raises(ValueError, match="not on the grid"):
-            index.flat_index(0, bad)
-    with pytest.raises(IndexError, match="image id 1 is out of range"):
-        index.flat_index(1, (0, 0))
-    with pytest.raises(ValueError, match="origins must have shape"):
-        index.flat_index([0, 0], [0, 0])
+# origins (0, 3, 6) along y and (0, 3, 6, 7) along x: 7 is the shifted last one
+OFF_THE_GRID = PatchIndex([(10, 11)], patch_size=4, stride=3, edge="shift")
+
+
+def test_flat_index_of_the_shifted_last_origin():
+    assert OFF_THE_GRID.flat_index(0, (0, 7)) == 3
+
+
+@pytest.mark.parametrize("image_ids, origins, kind, pattern", [
+    pytest.param(0, (0, 1), ValueError, "not on the grid", id="x between grid points"),
+    pytest.param(0, (0, 9), ValueError, "not on the grid", id="x past the shifted last origin"),
+    pytest.param(0, (-3, 0), ValueError, "not on the grid", id="negative y"),
+    pytest.param(0, (9, 0), ValueError, "not on the grid", id="y past the last origin"),
+    pytest.param(1, (0, 0), IndexError, "image id 1 is out of range", id="image id out of range"),
+    pytest.param([0, 0], [0, 0], ValueError, "origins must have shape", id="one origin for two images"),
+])
+def test_flat_index_rejects_origins_off_the_grid(image_ids, origins, kind, pattern):
+    with pytest.raises(kind, match=pattern):
+        OFF_THE_GRID.flat_index(image_ids, origins)
 
 
 def test_empty_and_zero_patch_images():
@@ -152,8 +159,7 @@ def test_wide_axis_is_64_bit():
 def test_memory_is_o_images_and_pickles():
     shapes = np.random.default_rng(0).integers(100, 5000, size=(100_000, 2))
     index = PatchIndex(shapes, patch_size=64, stride=32)
-    owned = (index._bounds.nbytes + index._grid_by_axis.nbytes + index._shapes.nbytes
-             + index._find_images.nbytes)
+    owned = sum(array.nbytes for array in index_tables(index).values()) + image_search(index).nbytes
     assert owned <= 28 * len(shapes) + 16
     copy = pickle.loads(pickle.dumps(index))
     probe = np.arange(0, len(index), 9973)
@@ -192,15 +198,13 @@ def test_bucket_search_equals_searchsorted(images, seed, empty):
     flat = np.concatenate([flat, index.offsets[index.offsets < len(index)]])  # every boundary
     flat = np.concatenate([flat, np.maximum(index.offsets[index.offsets < len(index)] - 1, 0)])
     expected = np.searchsorted(index.offsets, flat, side="right")
-    assert np.array_equal(index._find_images(flat), expected)
+    assert np.array_equal(image_search(index)(flat), expected)
     # the plain search (used when bucket spans are too wide) agrees, and so do all step counts
-    search = index_module.ImageSearch(index.bounds)
-    assert search.table is None or search.steps <= index_module._MAX_BUCKET_STEPS
-    with mock.patch.object(index_module, "_MAX_BUCKET_STEPS", -1):
-        plain = index_module.ImageSearch(index.bounds)
+    search = ImageSearch(index.bounds)
+    assert search.table is None or search.steps <= max_bucket_steps()
+    plain = image_search_with_max_steps(index.bounds, -1)
     assert plain.table is None and np.array_equal(plain(flat), expected)
-    with mock.patch.object(index_module, "_MAX_BUCKET_STEPS", 64):
-        wide = index_module.ImageSearch(index.bounds)
+    wide = image_search_with_max_steps(index.bounds, 64)
     assert wide.table is not None and np.array_equal(wide(flat), expected)
 
 
@@ -208,10 +212,12 @@ def test_bucket_search_at_a_million_images():
     shapes = np.random.default_rng(3).integers(200, 2000, size=(1_000_000, 2))
     shapes[::1000] = 10  # a few images without patches
     index = PatchIndex(shapes, patch_size=64, stride=32)
-    assert index._find_images.table is not None and index._find_images.steps <= 4
-    assert index._find_images.nbytes <= 4 * len(shapes) + 8
+    search = image_search(index)
+    assert search.table is not None and search.steps <= 4
+    assert search.nbytes <= 4 * len(shapes) + 8
     flat = np.random.default_rng(4).integers(0, len(index), 100_000)
-    assert np.array_equal(index._find_images(flat), np.searchsorted(index.offsets, flat, side="right"))
+    assert np.array_equal(search(flat), np.searchsorted(index.offsets, flat, side="right"))
+
 
 @pytest.mark.parametrize("edge", ["drop", "shift", "pad"])
 def test_uint16_tables_at_the_limit(edge):
@@ -220,7 +226,7 @@ def test_uint16_tables_at_the_limit(edge):
     for width in (65_535, 65_536):
         shapes = [(5, width), (3, 100), (70, 2)]
         index = PatchIndex(shapes, patch_size=(2, 64), stride=(2, 1000), edge=edge)
-        assert index._shapes.dtype == (np.uint16 if width < 65_536 else np.int32)
+        assert index_tables(index)["shapes"].dtype == (np.uint16 if width < 65_536 else np.int32)
         pairs = brute_force_patches(shapes, (2, 64), (2, 1000), edge)
         ids, origins = index.locate(np.arange(len(index)))
         assert [(int(i), tuple(o)) for i, o in zip(ids, origins.tolist())] == pairs

@@ -3,7 +3,13 @@
 Sources are PNG and JPEG photographs from scikit-image, a tiled and a
 planar 16-bit TIFF, .npy arrays and a multi-page TIFF stack; every stored
 image is compared with the decoded file. Two builds (with and without
-worker processes) must give byte-identical datasets.
+decoding threads) must give byte-identical datasets.
+
+Matrix: sources {PNG, JPEG, .npy, tiled / planar / striped TIFF, TIFF stack as
+3-D or as its first page} x masks {paired by stem, by place in mirrored
+folders, palette PNG, unmatched, shared} x output {one store, shards by count,
+by size, one shard of several, dry run} x statistics and normalization x the
+hdf5plugin codecs {zstd, lz4, blosc, bitshuffle}.
 """
 
 import glob
@@ -253,6 +259,7 @@ def test_channel_statistics_and_normalization(folder, capsys):
         PatchDataset(store, 32, dtype="float32")
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "blosc", "bitshuffle"])
 def test_hdf5plugin_codecs(tmp_path, codec):
     pytest.importorskip("hdf5plugin")

@@ -6,6 +6,11 @@ it pauses between ``os.replace`` and the folder fsync. Afterwards the target
 holds exactly the previous store (byte for byte), nothing (when there was
 none), or the complete new store (it opens and ``verify`` passes) - never a
 partial file.
+
+Matrix: 22 kills at random moments, over a previous store or over nothing,
+plus one between replace and fsync; a KeyboardInterrupt mid-build; a full
+disk (a file-size limit) at 8 points of a build x layout {tiled,
+contiguous, chunked}, and at 5 points of a sidecar.
 """
 
 import os
@@ -68,6 +73,8 @@ def check_outcome(target, previous):
     return "new"
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_sigkill_at_random_moments_never_tears_a_store(tmp_path):
     rng = np.random.default_rng(2024)
     target = tmp_path / "s.h5"
@@ -155,6 +162,7 @@ for limit in (800, 1200, 1600, 2000, 2400):  # a sidecar (about 2.7 KB) failing 
 """
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("layout", ["tiled", "contiguous", "chunked"])
 def test_a_full_disk_is_a_clean_error(tmp_path, layout):
     # after a failed write h5py's close raised again, and the half-closed file crashed the

@@ -16,6 +16,7 @@ import pytest
 from lazypatch import ImageStore, PatchDataset, write_store
 from lazypatch.cli import main
 from lazypatch.labels import ClassSampler, LabelStats
+from lazypatch.testing.internals import mask_reader, pixel_reader, store_handles
 
 
 def brute_counts(mask, block):
@@ -74,7 +75,7 @@ def test_block_counter_any_label_dtype_and_bands(rng, dtype):
 def counting(store):
     """Count every read of pixel or mask data a store makes."""
     calls = {"n": 0}
-    handles = store._get_handles()
+    handles = store_handles(store)
     for name in ("records", "pread_into", "populate"):
         original = getattr(handles, name)
 
@@ -82,7 +83,7 @@ def counting(store):
             calls["n"] += 1
             return _original(*args, **kwargs)
         setattr(handles, name, wrapper)
-    for reader in (store._pixels, store._masks):
+    for reader in (pixel_reader(store), mask_reader(store)):
         for name in ("read_box", "read_boxes"):
             original = getattr(reader, name)
 

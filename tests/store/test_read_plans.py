@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import lazypatch.store.reading.readers as readers
 from lazypatch import ImageStore, write_store
 from lazypatch.testing import patch_oracle
+from lazypatch.testing.internals import kept_patterns, pixel_reader
 
 DTYPES = ["uint8", "uint16", "float32"]
 
@@ -72,13 +73,16 @@ READS = [("tiled", "mmap"), ("tiled", "pread"), ("chunked", "auto")]
 
 @pytest.mark.parametrize("layout,io", READS)
 @pytest.mark.parametrize("size,step", [
-    ((16, 32), (16, 32)),   # whole tiles
-    ((32, 48), (16, 16)),   # segments of 16 pixels (x offsets 0, 16): up to 3 tiles a row
-    ((20, 32), (1, 16)),    # segments, but nearly one pattern per box: no patterns kept
-    ((24, 24), (12, 8)),    # 8-byte segments: elements where aligned, else joined rows
-    ((16, 16), (12, 12)),   # joined rows
-    ((20, 17), (3, 5)),     # joined rows
-    ((33, 50), (1, 1)),     # joined rows of up to 3 tiles
+    pytest.param((16, 32), (16, 32), id="whole tiles"),
+    # x offsets 0, 16: up to 3 tiles a row
+    pytest.param((32, 48), (16, 16), id="segments of 16 pixels"),
+    # nearly one pattern per box: no patterns kept
+    pytest.param((20, 32), (1, 16), id="segments, rows anywhere"),
+    # elements where aligned, else joined rows
+    pytest.param((24, 24), (12, 8), id="8-byte segments"),
+    pytest.param((16, 16), (12, 12), id="joined rows 16x16"),
+    pytest.param((20, 17), (3, 5), id="joined rows 20x17"),
+    pytest.param((33, 50), (1, 1), id="joined rows of up to 3 tiles"),
 ])
 def test_grid_batches_equal_numpy(stores, layout, io, size, step):
     images, paths = stores
@@ -93,37 +97,37 @@ def test_grid_batches_equal_numpy(stores, layout, io, size, step):
 def test_segments_keep_patterns_across_batches(stores, monkeypatch):
     images, paths = stores
     store = ImageStore(paths["tiled"], io="mmap")
-    reader = store._pixels
+    patterns = kept_patterns(pixel_reader(store))
     rng = np.random.default_rng(3)
     size = (32, 32)  # x offsets 0 and 16 on 32-pixel tiles: 16-pixel (16-byte) segments
     for _ in range(3):
         ids, origins = grid_origins(rng, images, size, (16, 16), 32)
         check_batch(store, images, ids, origins, size)
-    kept = reader._patterns[(size, 16)]
+    kept = patterns[(size, 16)]
     assert kept is not None and 2 <= len(kept[0]) <= 2 * 3  # x offset 0 or 16, 3 grid widths
     # too many patterns to keep: the plan falls back to computing every address
     monkeypatch.setattr(readers, "PATTERN_TABLE_BYTES", 1)
-    reader._patterns.clear()
+    patterns.clear()
     for _ in range(2):
         ids, origins = grid_origins(rng, images, size, (16, 16), 32)
         check_batch(store, images, ids, origins, size)
-    assert reader._patterns[(size, 16)] is None
+    assert patterns[(size, 16)] is None
     store.close()
 
 
 def test_random_batches_do_not_grow_the_kept_patterns(stores):
     images, paths = stores
     store = ImageStore(paths["tiled"], io="mmap")
-    reader = store._pixels
+    patterns = kept_patterns(pixel_reader(store))
     rng = np.random.default_rng(4)
     size = (32, 32)
     ids, origins = grid_origins(rng, images, size, (16, 16), 32)
     check_batch(store, images, ids, origins, size)
-    kept = len(reader._patterns[(size, 16)][0])
+    kept = len(patterns[(size, 16)][0])
     # rows anywhere, x offsets 0 or 16: nearly one pattern per box, read without keeping them
     ids, origins = grid_origins(rng, images, size, (1, 16), 32)
     check_batch(store, images, ids, origins, size)
-    assert len(reader._patterns[(size, 16)][0]) == kept
+    assert len(patterns[(size, 16)][0]) == kept
     store.close()
 
 
@@ -201,10 +205,10 @@ def test_interior_batches_equal_numpy(tmp_path_factory, data):
 
 @pytest.mark.parametrize("io", ["mmap", "pread"])
 @pytest.mark.parametrize("dtype,channels,size,step,widths", [
-    ("uint8", 3, (32, 48), (16, 16), {16}),       # 16-pixel segments of 16 bytes
-    ("uint16", 0, (24, 24), (8, 4), {8}),         # 4-pixel segments of 8 bytes
-    ("float32", 2, (12, 20), (3, 1), {4}),        # 1-pixel segments of 4 bytes
-    ("uint16", 1, (16, 17), (5, 1), {2}),         # 1-pixel segments of 2 bytes
+    pytest.param("uint8", 3, (32, 48), (16, 16), {16}, id="16-pixel segments of 16 bytes"),
+    pytest.param("uint16", 0, (24, 24), (8, 4), {8}, id="4-pixel segments of 8 bytes"),
+    pytest.param("float32", 2, (12, 20), (3, 1), {4}, id="1-pixel segments of 4 bytes"),
+    pytest.param("uint16", 1, (16, 17), (5, 1), {2}, id="1-pixel segments of 2 bytes"),
 ])
 def test_element_gathers_equal_numpy(tmp_path, monkeypatch, io, dtype, channels, size, step, widths):
     """Narrow segments at aligned addresses are gathered as 2- to 16-byte elements
@@ -213,7 +217,7 @@ def test_element_gathers_equal_numpy(tmp_path, monkeypatch, io, dtype, channels,
     # over 1 MiB of pixels: the store places them on a page, so every segment is aligned
     images = random_images(rng, [(600, 610), (513, 600), (400, 811)], dtype, channels)
     store = ImageStore(write_store(tmp_path / "s.h5", images, tile=(16, 32), progress=False).path, io=io)
-    assert store._pixels.array.offset % 4096 == 0
+    assert pixel_reader(store).array.offset % 4096 == 0
     used = []
     gather = readers.gather_elements
     monkeypatch.setattr(readers, "gather_elements",
@@ -225,13 +229,13 @@ def test_element_gathers_equal_numpy(tmp_path, monkeypatch, io, dtype, channels,
     monkeypatch.setattr(readers, "SEGMENT_BYTES", 1)
     monkeypatch.setattr(readers, "ELEMENT_SEGMENT_BYTES", 1)
     used.clear()
-    store._pixels._patterns.clear()
+    kept_patterns(pixel_reader(store)).clear()
     for ids, origins in batches:
         check_batch(store, images, ids, origins, size)
     assert set(used) == widths
     monkeypatch.setattr(readers, "element_unit", lambda width, base: 1)
     used.clear()
-    store._pixels._patterns.clear()
+    kept_patterns(pixel_reader(store)).clear()
     for ids, origins in batches:
         check_batch(store, images, ids, origins, size)
     assert not used

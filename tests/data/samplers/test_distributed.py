@@ -1,6 +1,8 @@
 """Two real processes with torch.distributed (gloo, loopback), each with a DataLoader
 of 2 workers, over PatchSampler (rank from the process group) and over torch's
 DistributedSampler: together they cover every patch, with at most R - 1 repeats.
+
+Matrix: 2 ranks x sampler {PatchSampler, DistributedSampler} x 2 workers each, epoch 1.
 """
 
 import json
@@ -8,6 +10,7 @@ import os
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -45,6 +48,8 @@ def _rank_main(rank, world, port, store_path, out_path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.system
 def test_two_ranks_cover_every_patch(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (40 + 3 * k, 50, 3), dtype=np.uint8) for k in range(5)]
