@@ -1,7 +1,16 @@
 """Exceptions raised by lazypatch.
 
 Every class also inherits the built-in exception a caller would naturally
-catch, so ``except ValueError`` keeps working around lazypatch calls.
+catch, so ``except ValueError`` keeps working around lazypatch calls:
+``ParameterError`` (ValueError), ``ParameterTypeError`` (TypeError and
+ValueError), ``PatchIndexError`` (IndexError), ``StoreFormatError``
+(ValueError), ``StoreExistsError`` (FileExistsError), ``StoreClosedError``
+(ValueError), ``StoreChangedError`` (RuntimeError), ``IntegrityError`` and
+``ImageReadError`` (OSError). A path that does not exist or is a folder
+raises the built-in FileNotFoundError or IsADirectoryError, naming the path
+and what was expected of it. Messages name the parameter, the rule and the
+value, e.g. ``patch_size (64, 64) fits in none of the 12 images (largest is
+48x40) with edge='drop'; use edge='shift' or 'pad', or a smaller patch``.
 """
 
 from __future__ import annotations

@@ -98,8 +98,10 @@ class PatchDataset(Dataset):
         Restrict the dataset to these images of the store (e.g. a split), given
         by number or by name (``store.names``).
     filter : path, optional
-        A foreground filter (``lazypatch.filtering.foreground_filter`` or
-        ``lazypatch index --foreground``) for this grid: only kept patches.
+        A foreground filter (:func:`lazypatch.foreground_filter` or
+        ``lazypatch index --foreground``) for this grid: only kept patches,
+        through a :class:`lazypatch.FilteredIndex` whose bitmap each worker
+        memory-maps (it is never pickled).
     dtype : torch.dtype, optional
         Cast images to this dtype (default: the store's dtype, e.g. uint8, which
         is the cheapest to move to a GPU; ``torch.float32`` when normalizing).
@@ -117,7 +119,35 @@ class PatchDataset(Dataset):
     Samples are dicts with exactly: ``"image"`` (C, *patch) in the store's
     dtype (or ``dtype``), ``"image_id"`` (int, the store's image number), ``"origin"`` (int64
     tensor (spatial_ndim,)), ``"index"`` (the flat index, non-negative) and
-    ``"mask"`` (*patch) when the store has masks. Tensors are contiguous.
+    ``"mask"`` (*patch) when the store has masks. Tensors are contiguous and
+    own their memory or share one fresh batch buffer, never the file mapping
+    (so ``pin_memory=True`` works).
+
+    ``ds[i]`` takes an int, a numpy integer or a 0-d integer tensor
+    (negatives wrap like a list); ``ds[list]``, ``ds[array]`` or ``ds[slice]``
+    returns one batch dict like :meth:`read_batch`, so ``DataLoader(ds,
+    batch_size=None, sampler=BatchSampler(...))`` works. :meth:`__getitems__`,
+    which torch's DataLoader calls, reads a batch with one vectorized locate
+    and one gather and returns a list whose samples are made on first access;
+    collating it untouched (torch's ``default_collate`` reaches
+    :func:`lazypatch.collate` through ``default_collate_fn_map``) returns the
+    batch they view, without a second copy. C code reading list slots directly
+    (``PySequence_Fast``) would see unmade slots as ``None``: call
+    ``list(samples)`` first there.
+
+    Raises
+    ------
+    ParameterError, ParameterTypeError
+        A bad grid, ``transform``, ``image_ids``, ``dtype`` or ``normalize``;
+        ``normalize`` without channel statistics; a patch that fits in none of
+        the (selected) images.
+    PatchIndexError
+        Reading a patch number outside ``[-len, len)``.
+
+    Warns
+    -----
+    LazypatchWarning
+        When some images give no patch with this grid (they are counted).
 
     Examples
     --------

@@ -116,13 +116,18 @@ class TorchvisionTransform(SeededTransform):
         and ``PatchSampler.set_epoch`` moves it on to the next epoch. Torch's
         global generator is left as it was.
 
+    torchvision is imported on first use (lazypatch does not depend on it);
+    without it, calling the transform raises ImportError with the install
+    hint. Colour and dtype transforms (``v2.ToDtype``) touch only the image:
+    masks keep their integer dtype.
+
     The returned sample holds plain ``torch.Tensor`` objects (``image`` and
     ``mask`` unwrapped), so the default collate and ``pin_memory`` treat it
     like any other. For 3-D patches (C, Z, Y, X) torchvision sees Z as extra
     leading dimensions: flips, crops and rotations act in-plane, on (Y, X) of
     image and mask alike.
 
-    Example (``tests/test_transforms.py`` runs the same)::
+    Example (``tests/data/test_transforms.py`` runs the same)::
 
         from torchvision.transforms import v2
         flip = TorchvisionTransform(v2.RandomHorizontalFlip(p=1.0))

@@ -82,8 +82,12 @@ class PatchAggregator:
         edge is covered. Weights are floored at 1e-3 per axis, so every
         covered pixel has a positive total weight.
     out : str or os.PathLike, optional
-        An HDF5 file for the results (dataset ``predictions/<image id>``);
-        written atomically when the aggregator is closed. Default: in RAM.
+        An HDF5 file for the results: each finished image is written as the
+        float32 dataset ``predictions/<image id>`` of shape (C, *spatial) and
+        dropped from memory; the file's attributes record ``patch_size``,
+        ``stride``, ``edge`` and ``mode``. It is published atomically by
+        :meth:`close` (or leaving the ``with`` block); an exception, or an
+        aggregator dropped unclosed, leaves nothing. Default: in RAM.
     overwrite : bool
         Replace an existing ``out`` file (when closed). Default: an existing
         file is an error, and the store the shapes come from never is ``out``.
@@ -91,12 +95,30 @@ class PatchAggregator:
         The grid covers only these images (as with ``PatchDataset(image_ids=)``);
         ``image_id`` values passed to :meth:`add` are still the store's.
 
+    Raises
+    ------
+    ParameterError, ParameterTypeError
+        A bad grid, ``mode``, ``sigma_scale`` or ``overwrite``, or ``out``
+        naming the store itself.
+    StoreExistsError
+        ``out`` exists and ``overwrite`` is false (checked at construction).
+    FileNotFoundError, IsADirectoryError
+        The folder of ``out`` is missing, or ``out`` is a directory.
+
     Notes
     -----
     Exact for any number of overlaps; a patch added twice counts once;
     predictions for the part of a patch outside its image are ignored.
     Pixels that no patch covers (``edge="drop"``) are NaN, and ``result``
-    warns with their count.
+    warns with their count (a RuntimeWarning); with ``out``, :meth:`close`
+    warns when the file holds NaN pixels or lacks images that received no
+    patch.
+
+    Memory: only images with some but not all of their patches added are
+    held (``in_flight`` counts them), at 4 x C bytes per pixel. Fed in grid
+    order (``range(len(dataset))``, or ``PatchSampler(dataset,
+    shuffle=False)``) that is a few images; fed in shuffled order the
+    result is the same, but almost every image is soon in flight.
 
     Examples
     --------

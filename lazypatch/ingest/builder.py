@@ -575,26 +575,32 @@ def write_store(
         and checksums need.
     tile : int or sequence of int, optional
         Tile extent per axis (tiled and chunked); default 64 on every axis.
-    compression : {None, "gzip", "lzf"}
-        Needs ``layout="chunked"``.
+    compression : {None, "gzip", "lzf", "zstd", "lz4", "blosc", "bitshuffle"}
+        Needs ``layout="chunked"``. The last four are codecs of the
+        ``hdf5plugin`` package (``blosc`` is LZ4 with byte shuffle); the codec
+        is recorded in the store, and reading such a store without hdf5plugin
+        raises ImportError with the install hint. Compressed reads decode each
+        chunk a batch needs once, at a fraction of the uncompressed speed.
     compression_opts : int, optional
-        gzip level 0..9.
+        The codec's level: gzip 0..9, zstd 1..22, blosc 0..9 (others take none).
     checksum : bool
-        HDF5 fletcher32 per chunk (needs ``layout="chunked"``). A CRC32 of
-        every image's pixel bytes is stored regardless.
+        HDF5 fletcher32 per chunk (needs ``layout="chunked"``): damage is
+        then an IntegrityError at read time. A CRC32 of every image's pixel
+        bytes (and of every mask) is stored regardless, for ``verify``.
     overwrite : bool
-        Replace an existing file at ``path``; otherwise refuse.
+        Replace an existing file at ``path``; otherwise refuse (also when a
+        file appears at ``path`` while writing: it is never clobbered).
     progress : bool, optional
         Show a progress bar; by default when stderr is a terminal.
     check_finite : bool
         Reject float images holding NaN or infinity.
     label_stats : bool or int or sequence of int
         Also count the pixels of every mask label per block (64 per axis, or
-        this block size), for :class:`lazypatch.labels.ClassSampler`.
+        this block size), for :class:`lazypatch.ClassSampler`.
     channel_stats : bool
         Also compute per-channel statistics (mean, std, min, max, exact
         percentiles for integer images up to 16 bits) while writing, for
-        ``PatchDataset(..., normalize=...)`` (see :class:`lazypatch.normalize.ChannelStats`).
+        ``PatchDataset(..., normalize=...)`` (see :class:`lazypatch.ChannelStats`).
     provenance : dict, optional
         JSON-able facts to record with the store (e.g. the source folder); the
         store's ``provenance`` attribute also records the lazypatch and Python
@@ -608,11 +614,18 @@ def write_store(
     Raises
     ------
     ParameterError, ParameterTypeError
-        Bad options or images (message names the parameter and the value).
+        Bad options or images (message names the parameter and the value),
+        including a contradictory pair such as ``compression`` without
+        ``layout="chunked"`` (the message names both).
     StoreExistsError
         ``path`` exists and ``overwrite`` is false.
     FileNotFoundError, IsADirectoryError
         The folder is missing, or ``path`` is a directory.
+    ImportError
+        An hdf5plugin codec without the hdf5plugin package.
+    OSError
+        A failed write (a full disk). On any exception or interrupt nothing is
+        left at ``path``, and a store already there is untouched.
 
     Examples
     --------

@@ -37,6 +37,17 @@ class ChannelStats:
         Pixels counted per channel (NaN excluded, per channel).
     mean, std : float64 (C,)
     minimum, maximum : float64 (C,)
+        Also as ``min`` and ``max``; ``percentile(q)`` gives any percentile.
+
+    Notes
+    -----
+    Made while writing (``write_store(..., channel_stats=True)``, ``lazypatch
+    build --stats``) or for an existing store (``lazypatch index STORE
+    --stats``, a sidecar); :meth:`open` finds either, merging the shards of a
+    sharded store. Exact for integer images of at most 16 bits (a histogram
+    per channel); other dtypes keep exact moments and extremes and take
+    percentiles from a deterministic subsample of at most 2**20 pixels per
+    channel. ``PatchDataset(normalize=...)`` uses them.
     """
 
     def __init__(self, channels: int, dtype, count=None, sums=None, sumsq=None, minimum=None,

@@ -153,14 +153,37 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
         pixels' mean over channels against ``intensity``: a number, or
         ``"otsu"`` (Otsu's threshold of a thumbnail of each image);
         ``darker=True`` (tissue on a bright slide) keeps pixels below it.
+    classes : sequence of int, optional
+        With ``source="mask"``: the labels that count as foreground (default:
+        every non-zero label).
+    intensity : "otsu" or number
+        With ``source="intensity"``: the threshold, or Otsu's per image.
+    darker : bool
+        With ``source="intensity"``: foreground is below the threshold
+        (``True``) or above it (``False``, ``lazypatch index --brighter``).
     path : str, optional
-        Sidecar file; default ``<store>.filter-<name>.h5`` with a name made of
-        the grid and threshold.
+        Sidecar file; default ``<store>.filter-<name>.h5``.
+    name : str, optional
+        The ``<name>`` of the default path; default made of the grid, the
+        source and the threshold.
 
     Returns
     -------
     str
-        The sidecar's path, for ``PatchDataset(..., filter=path)``.
+        The sidecar's path, for ``PatchDataset(..., filter=path)``, which then
+        serves the kept patches through a :class:`lazypatch.FilteredIndex`.
+
+    Raises
+    ------
+    ParameterError, ParameterTypeError
+        A bad grid, ``threshold`` outside [0, 1], an unknown ``source``,
+        ``source="mask"`` on a store without masks, or a bad ``intensity``.
+
+    Notes
+    -----
+    The sidecar holds one bit per grid patch and is bound to the store's
+    content (refused for another store). ``lazypatch index STORE --foreground
+    --patch 64 --threshold 0.5`` does the same from the command line.
     """
     store = store if isinstance(store, ImageStore) else ImageStore(store)
     check_edge(edge)

@@ -41,6 +41,14 @@ class LabelStats:
     blocks, labels, counts : int64 (rows,)
         Block number within its image (C order over the block grid), label
         value, pixel count.
+
+    Notes
+    -----
+    Counted while writing (``write_store(..., label_stats=True)``, ``lazypatch
+    build --label-stats``) or for an existing store (``lazypatch index STORE
+    --labels [--block 64]``, a sidecar); :meth:`open` finds either, and raises
+    FileNotFoundError saying how to make them when there are none. Used by
+    :class:`lazypatch.ClassSampler`.
     """
 
     def __init__(self, block, image_offsets, blocks, labels, counts, shapes):

@@ -26,6 +26,24 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
         Also count the patches of this grid (``grid`` entry).
     edge : {"drop", "shift", "pad"}
 
+    Returns
+    -------
+    dict
+        JSON-ready: ``images``, ``spatial_ndim``, ``shape_min`` /
+        ``shape_median`` / ``shape_max``, ``dtype``, ``channels``, ``masks``,
+        ``layout``, ``tile``, ``compression``, ``checksum``, ``read_path`` (which
+        read path serves the store, and why), ``bytes_on_disk``, the format
+        version, ``provenance``, ``channel_stats`` when present, and with
+        ``patch`` a ``grid`` entry (``patches``, ``images_without_patches``,
+        ``bytes_per_epoch``).
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, StoreFormatError
+        As :class:`lazypatch.ImageStore` for a path that is not a store.
+    ParameterError, ParameterTypeError
+        A bad grid.
+
     Examples
     --------
     >>> import numpy as np, tempfile, os, lazypatch

@@ -1,12 +1,128 @@
-"""The store file format: names, version, and validation of an opened file.
+"""The store file format (version 1): its specification, names, and validation of an opened file.
 
-A store is one HDF5 file. Root attributes describe it; per-image tables are
-plain numeric/string datasets; pixels (and optional masks) live in one dataset
-each. See README.md, "Store format", for the specification this code checks.
+A store is one HDF5 file in the HDF5 1.10 file format (superblock version 3:
+checksummed metadata), with nothing in HDF5's global heap, which has no
+checksum: string attributes are fixed-length UTF-8 and text tables are packed
+bytes (see NOTE [hardened metadata]). Nothing is pickled and no dataset has a
+variable-length type. This docstring is the specification; the constants and
+``read_store_info`` below are the code that checks it.
 
-Everything read from a file is treated as untrusted: every number is bounds
-checked against the file size and against the other tables before use, and
-links, external storage and virtual datasets are rejected.
+Root attributes
+---------------
+==============================  ==================================================================
+``lazypatch_format``            ``"lazypatch-store"``
+``lazypatch_format_version``    ``1``; readers refuse any other major version
+``lazypatch_format_minor``      ``0``; additions within the major version; absent means 0, and
+                                readers refuse a newer minor than they know
+``lazypatch_version``           the library version that wrote the store
+``layout``                      ``"tiled"``, ``"contiguous"`` or ``"chunked"``
+``spatial_ndim``                2 or 3
+``channels``                    channels per pixel, 1 to 65,536 (1 when images have no channel axis)
+``channel_axis``                whether images were written with a channel axis ((H, W, C) or (H, W))
+``dtype``, ``mask_dtype``       numpy dtype strings (``dtype.str``); pixels are bool, integer or
+                                float, masks bool or integer; ``mask_dtype`` is ``""`` without masks
+``tile``                        int64 tile extent per axis (tiled and chunked layouts only)
+``compression``                 ``""``, ``"gzip"``, ``"lzf"``, or an hdf5plugin codec (``"zstd"``,
+                                ``"lz4"``, ``"blosc"``, ``"bitshuffle"``); chunked layout only
+``compression_opts``            the codec's level, or -1 for its default
+``checksum``                    HDF5 fletcher32 on every chunk (chunked layout only)
+``num_images``                  n, at least 1
+``provenance``                  optional JSON text: lazypatch and Python versions, UTC time, layout
+                                options, and from ``lazypatch build`` the command, the source and
+                                mask folders and the shard
+==============================  ==================================================================
+
+Datasets
+--------
+=====================================  ===============================  ==========================================
+dataset                                shape, type                      content
+=====================================  ===============================  ==========================================
+``shapes``                             (n, spatial_ndim) int64          spatial shape of each image
+``tile_offsets`` (tiled, chunked)      (n + 1,) int64                   first tile record of each image: the
+                                                                        cumulative sum of prod(ceil(shape / tile))
+``pixel_offsets`` (contiguous)         (n + 1,) int64                   first pixel of each image: the cumulative
+                                                                        sum of prod(shape)
+``pixels``                             tiled, chunked: (tiles, C,       tiled/chunked: each image cut into tiles
+                                       *tile); contiguous:              in C order over its tile grid, each tile
+                                       (pixels * C,); of ``dtype``      channel-planar, zero-padded at the image
+                                                                        border; contiguous: each image one planar
+                                                                        block (C, *shape) starting at value
+                                                                        ``pixel_offsets[i] * C``
+``masks`` (optional)                   as ``pixels`` without C;         the same arrangement, one value per pixel
+                                       of ``mask_dtype``
+``crc32``, ``mask_crc32``              (n,) uint32                      CRC32 of each image's pixel (mask) bytes
+                                                                        in C order, channels last, as written
+``names``, ``name_offsets``            uint8 bytes, (n + 1,) int64      name i is the UTF-8 text
+                                                                        ``names[name_offsets[i]:name_offsets[i+1]]``
+``meta``, ``meta_offsets``             uint8 bytes, (n + 1,) int64      the same for each image's meta JSON object
+``info_crc32`` (optional)              (n,) uint32                      CRC32 of name i, a NUL byte and meta i
+                                                                        (UTF-8), checked by ``verify``
+``label_stats/*`` (optional)           int64                            per-block label counts: ``image_offsets``
+                                                                        (n + 1,); ``blocks``, ``labels``,
+                                                                        ``counts`` (rows,); rows of image i are
+                                                                        ``[image_offsets[i], image_offsets[i+1])``;
+                                                                        group attribute ``block`` (int64 per axis)
+``channel_stats/hist`` (optional)      (C, 2**bits) int64               integer images of at most 16 bits
+                                                                        (bits = 8 * itemsize): a histogram of
+                                                                        every value per channel (exact
+                                                                        statistics); group attribute ``dtype``
+``channel_stats/*`` (other dtypes)     (C,) or (C, k) float64           optional: ``count`` (int64), ``sum``,
+                                                                        ``sumsq``, ``min``, ``max`` and
+                                                                        ``sample``, a deterministic subsample of
+                                                                        at most 2**20 values per channel
+=====================================  ===============================  ==========================================
+
+Every dataset of ``label_stats`` and ``channel_stats`` (in a store or a
+sidecar) carries a ``crc32`` attribute, checked when it is loaded
+(``read_checked``) and by ``verify``.
+
+For the ``tiled`` and ``contiguous`` layouts, ``pixels`` and ``masks`` are
+uncompressed contiguous HDF5 datasets, starting on a 4,096-byte page when
+they hold at least a MiB (NOTE [page-aligned data]): their file offset
+(``dataset.id.get_offset()``) plus record arithmetic gives any tile's bytes,
+so readers never call h5py per patch, and any HDF5 tool still sees plain
+arrays. Channel planes in a tile make a batch come out as a contiguous
+(B, C, *patch) array with one copy. For ``chunked`` each chunk is one tile
+record, (1, C, *tile) or (1, *tile), with the codec's HDF5 filter (hdf5plugin
+filter ids in ``PLUGIN_COMPRESSIONS``) and fletcher32 when ``checksum`` is set.
+
+Validation
+----------
+Everything read from a file is untrusted. At open (``read_store_info``) every
+table is checked against the attributes and the others (offsets recomputed
+from ``shapes``, the shapes and dtypes of ``pixels`` and ``masks``, one uint32
+CRC per image, n + 1 text offsets) and against the file size, so a truncated
+file is refused before anything is memory-mapped; links, external storage and
+virtual datasets are refused; text offsets are checked before use; whatever
+HDF5 raises on damaged metadata becomes a ``StoreFormatError`` naming the path
+(``damage_is_format_error``). Stores are written once, atomically
+(``lazypatch.store.publish``), and never opened in ``"a"`` or ``"r+"`` mode.
+
+Sidecars
+--------
+What ``lazypatch index`` computes without writing to a store goes into a
+sidecar next to it (``STORE.labels.h5``, ``STORE.stats.h5``,
+``STORE.filter-<name>.h5``; see :mod:`lazypatch.store.sidecar`): an HDF5 file
+of the same hardened kind, with attributes ``lazypatch_sidecar`` (its kind:
+``"labels"``, ``"channel_stats"`` or ``"filter"``), ``store_fingerprint`` (a
+SHA-256 over the store's layout, dtypes, channels, shapes and CRC32 tables;
+the sidecar is refused for other content) and ``store_name``, and datasets
+that each carry a ``crc32`` attribute. A filter's ``keep`` dataset is one bit
+per grid patch (``np.packbits`` order), with the grid in its attributes.
+
+Examples
+--------
+>>> import os, tempfile, h5py, numpy as np
+>>> from lazypatch import write_store
+>>> path = os.path.join(tempfile.mkdtemp(), "spec.h5")
+>>> write_store(path, [np.zeros((100, 80, 3), np.uint8)], progress=False).close()
+>>> with h5py.File(path, "r") as f:
+...     print(sorted(f))
+...     print(f.attrs[A_FORMAT].decode(), int(f.attrs[A_VERSION]), f.attrs[A_LAYOUT].decode())
+...     print(f[D_TILE_OFFSETS][()].tolist(), f[D_PIXELS].shape, f[D_PIXELS].dtype)
+['crc32', 'info_crc32', 'meta', 'meta_offsets', 'name_offsets', 'names', 'pixels', 'shapes', 'tile_offsets']
+lazypatch-store 1 tiled
+[0, 4] (4, 3, 64, 64) uint8
 """
 
 from __future__ import annotations

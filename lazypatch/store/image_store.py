@@ -133,7 +133,9 @@ class ImageStore:
         Threads issuing reads in ``pread`` mode.
     locking : bool or "best-effort", optional
         Passed to h5py's file locking; ``None`` keeps HDF5's default (see
-        ``HDF5_USE_FILE_LOCKING``).
+        ``HDF5_USE_FILE_LOCKING``). ``False`` opens stores on file systems
+        without locks (NFS, Lustre: "unable to lock file"); stores are only
+        read, so locking protects nothing for readers.
 
     Raises
     ------
@@ -142,12 +144,34 @@ class ImageStore:
     StoreFormatError
         Not an HDF5 file, not a lazypatch store, an inconsistent one, or
         shards that do not match.
+    OSError
+        The file is locked, or open for writing in another process (the
+        message names ``HDF5_USE_FILE_LOCKING`` or ``h5clear -s``).
+    ImportError
+        A store compressed with an hdf5plugin codec, without hdf5plugin.
 
     Notes
     -----
+    Facts: ``len(store)``, ``shapes`` ((n, spatial_ndim) int64), ``channels``,
+    ``channel_axis``, ``dtype``, ``mask_dtype``, ``has_masks``, ``layout``,
+    ``tile``, ``compression``, ``names``, ``meta(i)``, ``attrs``, ``nbytes``,
+    ``paths``. Reads: ``read(i)`` and ``read_mask(i)`` (whole, original shape);
+    ``read_region`` / ``read_mask_region`` (one box, padded where it leaves
+    the image); the batched ``read_regions`` / ``read_mask_regions``;
+    ``prefetch_regions`` (start reading a later batch); ``preload()`` (for
+    stores that fit in RAM); ``verify()``. Compressed (chunked) stores are
+    read through h5py, one call per run of consecutive chunks a batch needs.
+
+    The object holds only the path and two small tables (about 24 bytes per
+    2-D image); it opens the file on first use in each process, opens it
+    again after a fork, pickles without handles (DataLoader workers, forked
+    or spawned, open their own), and may be read from several threads at
+    once. ``close()`` or ``with`` releases this process's handles.
+
     Every 1,024 reads (and whenever a process reopens the file) the file's
     size, mtime and inode are compared with those seen at open: a store
     modified or replaced while open raises :class:`StoreChangedError`.
+    Stores are immutable: to add images, write another shard.
 
     Examples
     --------

@@ -36,18 +36,33 @@ class ClassSampler(PatchSampler):
         Instead of ratios: a per-pixel weight map given by label value; the
         centre is drawn with probability proportional to its pixel's weight.
     num_samples : int
-        Samples per epoch (all ranks together).
+        Samples per epoch (all ranks together); required.
     stats : LabelStats, optional
-        Default: ``LabelStats.open(dataset.store)``.
+        Default: ``LabelStats.open(dataset.store)``: the per-block label
+        counts written with ``write_store(..., label_stats=True)`` (or
+        ``lazypatch build --label-stats``), else the sidecar of
+        ``lazypatch index STORE --labels``.
     seed, num_replicas, rank, drop_last
-        As for :class:`PatchSampler`.
+        As for :class:`PatchSampler` (draws are with replacement).
+
+    Raises
+    ------
+    ParameterError, ParameterTypeError
+        Both or neither of ``ratios`` and ``weights``, a malformed dict (keys
+        must be integer labels, values non-negative, not all zero), no
+        ``num_samples``, a store without masks, a label that no image has, or
+        weights that give no pixel a positive weight.
+    FileNotFoundError
+        No label statistics in the store and no sidecar (the message says how
+        to make them).
 
     Notes
     -----
-    Building the sampler reads only the statistics. A drawn centre must leave
-    room for the patch inside its image; when it does not, the draw is
-    repeated (so the label ratios stay exact); images lacking a label are
-    skipped for it, and ``summary`` counts them.
+    Building the sampler reads only the statistics, never pixel data; each
+    draw reads one small mask block to pick the exact pixel. A drawn centre
+    must leave room for the patch inside its image; when it does not, the
+    draw is repeated with the label kept (so the label ratios stay exact);
+    images lacking a label are skipped for it, and ``summary`` counts them.
     """
 
     def __init__(self, dataset, ratios=None, *, weights=None, num_samples=None, stats=None, seed: int = 0,

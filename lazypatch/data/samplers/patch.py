@@ -76,6 +76,11 @@ class PatchSampler(Sampler):
 
     Notes
     -----
+    The order of an epoch is a pure function of (seed, epoch): a keyed
+    bijection of ``[0, n)`` evaluated on demand (a Feistel network), O(1)
+    memory whatever the number of patches. Rank r of R takes the global
+    positions r, r + R, r + 2R, ... ``batches(batch_size)`` yields index
+    arrays for :meth:`PatchDataset.read_batch`.
     ``set_epoch(epoch)`` changes the order (and calls ``dataset.set_epoch``
     when the dataset has one, for :class:`SeededTransform`).
     ``state_dict()`` records the global position reached; a DataLoader draws
