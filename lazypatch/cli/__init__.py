@@ -68,6 +68,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"lazypatch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # SIGTERM or SIGHUP while writing (NOTE [termination] in lazypatch.ingest._signals)
+        signum = getattr(exc, "signum", None)
+        if signum is None:
+            raise
+        print(f"lazypatch {args.command}: {exc}; temporary files removed", file=sys.stderr)
+        return 128 + signum
 
 
 def __getattr__(name):  # names of lazypatch 0.1's cli module (cmd_*: the command modules)

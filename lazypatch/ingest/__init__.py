@@ -8,6 +8,8 @@ of files) and the ``lazypatch build`` command.
   and writes (statistics from ``lazypatch.stats`` accumulated on the way).
 - :mod:`.files`: image files (PNG, JPEG, TIFF, .npy) read header first,
   decoded ahead in threads; masks paired by file stem.
+- :mod:`._signals`: SIGTERM and SIGHUP as an exception while writing, so the
+  temporary files are removed (NOTE [termination]).
 - :mod:`.shards`: a collection cut into byte-balanced shard files.
 - :mod:`.folder`: :func:`build`, the two-pass build from files.
 """

@@ -31,9 +31,11 @@ from ..errors import ParameterError, ParameterTypeError, StoreExistsError
 from ..grid import axis_tuple, ceil_div, describe_shape, is_int
 from ..store import ImageStore
 from ..store import format as fmt
-from ..store.publish import check_target, fsync_file, publish, publish_h5, temporary_path
+from ..store.publish import (check_target, fsync_file, publish, publish_h5, remove_stale_temporaries,
+                             temporary_path)
 from ..stats.blocks import BlockCounter
 from ..stats.channels import ChannelStats
+from ._signals import termination_as_exception
 from .validate import (MISSING, ImageSpec, as_arraylike, check_mask, check_options, check_same,
                        describe_image, meta_text, planned_shapes, prevalidate, store_dtype, zip_inputs)
 
@@ -457,6 +459,7 @@ def write_file(path, images, *, masks=None, names=None, meta=None, spatial_ndim=
             raise ParameterError("images is empty: a store needs at least one image")
         prevalidate(images, masks, spatial_ndim, shapes)
     show = progress if progress is not None else sys.stderr.isatty()
+    remove_stale_temporaries(target)
     tmp = temporary_path(target)
     builder = None
     try:
@@ -626,6 +629,12 @@ def write_store(
     OSError
         A failed write (a full disk). On any exception or interrupt nothing is
         left at ``path``, and a store already there is untouched.
+    SystemExit
+        ``lazypatch.ingest._signals.Terminated`` (code 143 or 129) when SIGTERM
+        or SIGHUP arrives while writing in the main thread with Python's
+        default handler (NOTE [termination]): the temporary files are removed
+        first. Temporary files that a killed writer left beside ``path`` are
+        removed by the next write of ``path`` (NOTE [stale temporaries]).
 
     Examples
     --------
@@ -638,10 +647,11 @@ def write_store(
     >>> store.read_region(1, (60, 60), (8, 8))[..., 0].sum()  # 4x4 image pixels, rest padding
     np.uint64(16)
     """
-    target = write_file(
-        path, images, masks=masks, names=names, meta=meta, spatial_ndim=spatial_ndim,
-        layout=layout, tile=tile, compression=compression, compression_opts=compression_opts,
-        checksum=checksum, overwrite=overwrite, progress=progress, check_finite=check_finite,
-        label_stats=label_stats, channel_stats=channel_stats, provenance=provenance,
-    )
+    with termination_as_exception():  # NOTE [termination] in lazypatch.ingest._signals
+        target = write_file(
+            path, images, masks=masks, names=names, meta=meta, spatial_ndim=spatial_ndim,
+            layout=layout, tile=tile, compression=compression, compression_opts=compression_opts,
+            checksum=checksum, overwrite=overwrite, progress=progress, check_finite=check_finite,
+            label_stats=label_stats, channel_stats=channel_stats, provenance=provenance,
+        )
     return ImageStore(target)

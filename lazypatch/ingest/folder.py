@@ -25,6 +25,7 @@ from ..errors import ParameterError, ParameterTypeError, StoreExistsError
 from ..grid import axis_tuple, is_int
 from ..store import ImageStore
 from ..store import format as fmt
+from ._signals import cleans_up_on_termination
 from .builder import write_store
 from .files import FileImages, list_images, pair_masks
 from .shards import parse_size, shard_glob, shard_path, split_shards, stored_bytes
@@ -64,6 +65,7 @@ def _tile(value, spatial_ndim: int):
     return value
 
 
+@cleans_up_on_termination  # NOTE [termination] in lazypatch.ingest._signals
 def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched: bool = False,
           layout: str = "tiled", tile=None, compression=None, compression_opts=None,
           checksum: bool = False, spatial_ndim=2, stats: bool = False, label_stats: bool = False,
@@ -132,6 +134,9 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         An output file exists and ``overwrite`` is false.
     ImageReadError
         A file cannot be decoded.
+    SystemExit
+        ``Terminated`` on SIGTERM or SIGHUP, after removing the temporary
+        files (see :func:`~lazypatch.write_store`).
 
     Examples
     --------

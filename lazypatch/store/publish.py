@@ -5,6 +5,9 @@ folder, flushed, fsynced and moved into place with ``os.replace`` (or
 ``os.link`` when ``overwrite`` is false, which fails instead of replacing a
 file that appeared meanwhile), then the folder is fsynced. An exception or
 interrupt removes the temporary files; the target is never half-written.
+Temporaries that a killed writer could not remove are named after its
+process, and a later write of the same target removes them (NOTE [stale
+temporaries]).
 
 Used by the builder (``lazypatch.ingest``), sidecars and the aggregator's
 output file.
@@ -14,7 +17,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
+import sys
 import uuid
+import zlib
 
 import numpy as np
 
@@ -56,10 +63,72 @@ def fsync_folder(path: str) -> None:
         os.close(fd)
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a pid means something only on the machine it runs on."""
+    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
+
+
 def temporary_path(target: str) -> str:
-    """A hidden, unique file name beside ``target``, for writing it atomically."""
+    """A hidden, unique file name beside ``target``, for writing it atomically.
+
+    NOTE [stale temporaries]: the name records the writer, ``.OUT.h5.<pid>-<host>.<random>.tmp``
+    (spool files add ``.pixels.spool``), so that a later write of the same
+    target can tell the files of a writer that died without cleaning up
+    (SIGKILL, a power cut) from those of one still writing: see
+    ``remove_stale_temporaries``.
+    """
     folder, base = os.path.split(os.path.abspath(target))
-    return os.path.join(folder, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    return os.path.join(folder, f".{base}.{os.getpid()}-{_host_tag()}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+_TEMPORARY = re.compile(r"(?P<pid>[0-9]+)-(?P<host>[0-9a-f]{8})\.[0-9a-f]{12}\.tmp(\.[A-Za-z0-9_]+\.spool)?")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (True when unsure)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) is no probe on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str) -> list:
+    """Remove the temporary files of earlier writes of ``target`` whose process is gone.
+
+    Only files named by ``temporary_path`` on this machine are considered, and
+    only those whose writer's pid no longer runs are removed (NOTE [stale
+    temporaries]); a live writer's files are never touched. Says on stderr
+    what it removed; returns the removed paths.
+    """
+    folder, base = os.path.split(os.path.abspath(target))
+    prefix, host = f".{base}.", _host_tag()
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = _TEMPORARY.fullmatch(name[len(prefix):]) if name.startswith(prefix) else None
+        if match is None or match.group("host") != host or _alive(int(match.group("pid"))):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            continue
+        removed.append(os.path.join(folder, name))
+    if removed:
+        pids = sorted({int(_TEMPORARY.fullmatch(os.path.basename(p)[len(prefix):]).group("pid")) for p in removed})
+        print(f"lazypatch: removed {len(removed)} temporary file(s) of {base!r} left in {folder!r} by "
+              f"earlier writes that stopped without cleaning up (process(es) {', '.join(map(str, pids))} "
+              f"no longer run): {', '.join(os.path.basename(p) for p in removed)}", file=sys.stderr)
+    return removed
 
 
 def fsync_file(path: str) -> None:
