@@ -6,16 +6,18 @@ The command line of :func:`lazypatch.build`; every flag is a keyword of it.
 from __future__ import annotations
 
 from ..ingest import DEFAULT_WORKERS, build
+from ..ingest.files import PAGES
 from ..store import format as fmt
 from ._args import int_list
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("source", help="folder (searched recursively), image file or glob of PNG, "
-                                       "JPEG, TIFF or .npy files")
+                                       "JPEG, TIFF, BMP, WebP or .npy files (others are skipped and named)")
     parser.add_argument("output", help="the store file to write (.h5); with --shards, the name "
                                        "shards are derived from (OUT-00000-of-00004.h5)")
-    parser.add_argument("--masks", metavar="DIR", help="folder (or glob) of masks, paired with images by file stem")
+    parser.add_argument("--masks", metavar="DIR", help="folder (or glob) of masks, paired with images by file "
+                                                       "stem; may be the image folder, with --mask-suffix")
     parser.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. '_mask'")
     parser.add_argument("--allow-unmatched", action="store_true",
                         help="leave out images with no mask or several (default: an error)")
@@ -26,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compression-opts", type=int, help="gzip level 0-9, or the codec's level")
     parser.add_argument("--checksum", action="store_true", help="fletcher32 per chunk (needs --layout chunked)")
     parser.add_argument("--spatial-ndim", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--pages", choices=PAGES,
+                        help="what the pages of a multi-page TIFF without axis metadata are: channels, z "
+                             "slices (with --spatial-ndim 3) or only the first page counts")
     parser.add_argument("--stats", action="store_true",
                         help="per-channel statistics for PatchDataset(normalize=...)")
     parser.add_argument("--label-stats", action="store_true",
@@ -46,7 +51,7 @@ def run(args) -> int:
         args.source, args.output, masks=args.masks, mask_suffix=args.mask_suffix,
         allow_unmatched=args.allow_unmatched, layout=args.layout, tile=args.tile,
         compression=args.compression, compression_opts=args.compression_opts, checksum=args.checksum,
-        spatial_ndim=args.spatial_ndim, stats=args.stats, label_stats=args.label_stats,
+        spatial_ndim=args.spatial_ndim, pages=args.pages, stats=args.stats, label_stats=args.label_stats,
         shards=args.shards, shard_size=args.shard_size, shard_index=args.shard_index,
         workers=args.workers, dry_run=args.dry_run, overwrite=args.overwrite,
         progress=not args.no_progress, verbose=True,

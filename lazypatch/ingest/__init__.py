@@ -6,8 +6,9 @@ of files) and the ``lazypatch build`` command.
 - :mod:`.validate`: every check on options, images, masks, names and metadata.
 - :mod:`.builder`: :func:`write_store` and the ``Builder`` that tiles, checksums
   and writes (statistics from ``lazypatch.stats`` accumulated on the way).
-- :mod:`.files`: image files (PNG, JPEG, TIFF, .npy) read header first,
-  decoded ahead in threads; masks paired by file stem.
+- :mod:`.files`: image files (PNG, JPEG, TIFF, BMP, WebP, .npy) read header
+  first, decoded ahead in threads; TIFF pages as channels or z slices; masks
+  paired by file stem, also beside their images.
 - :mod:`._signals`: SIGTERM and SIGHUP as an exception while writing, so the
   temporary files are removed (NOTE [termination]).
 - :mod:`.shards`: a collection cut into byte-balanced shard files.

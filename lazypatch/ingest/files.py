@@ -3,18 +3,29 @@
 A ``FileImage`` knows its shape and dtype from the file's header; pixels are
 decoded only when the writer slices it, band by band:
 
-- PNG and JPEG (Pillow) are decoded whole, ahead of the writer in ``workers``
-  threads when ``FileImages`` is given some (Pillow and tifffile release the
-  GIL while decoding: two threads decoded 240 PNGs in 0.87 s against 1.72 s
-  for one, and 1.28 s for two processes, which also pickle every image back).
-- TIFF (tifffile): with ``spatial_ndim=2`` the first page of the first series
-  (the full resolution of a pyramid; other pages and series are ignored),
-  decoded tile by tile or strip by strip for the rows a band needs, so a
-  whole-slide image never sits in RAM; channels-first (planar) pages come out
-  channels-last. With ``spatial_ndim=3`` the first series as a (Z, Y, X[, C])
-  stack, one page per z read for the z range a band needs when the pages are
-  the z axis (other axis orders are decoded whole and transposed).
+- PNG, JPEG, BMP and WebP (Pillow) are decoded whole, ahead of the writer in
+  ``workers`` threads when ``FileImages`` is given some (Pillow and tifffile
+  release the GIL while decoding: two threads decoded 240 PNGs in 0.87 s
+  against 1.72 s for one, and 1.28 s for two processes, which also pickle
+  every image back).
+- TIFF (tifffile): the first series (the full resolution of a pyramid; other
+  series are ignored), its axes read as NOTE [TIFF pages] says: pages may be
+  channels, z slices or something else. Pages are decoded tile by tile or
+  strip by strip for the rows a band needs (2-D), or page by page for the z
+  range a band needs (3-D), so a whole-slide image never sits in RAM;
+  channels-first (planar) pages come out channels-last. Other layouts
+  (volumetric pages, missing pages) are decoded whole and transposed.
 - ``.npy``: ``numpy.load(mmap_mode="r")``, never loaded whole.
+
+NOTE [TIFF pages]: tifffile names the axes of a series (``series.axes``):
+``Y``, ``X`` and the samples ``S`` of a page, and one letter per axis the
+pages run over. ``C`` (and ``S``) pages are channels, ``Z`` pages z slices (a
+volume with ``spatial_ndim=3``; with 2 only the first slice is read, and the
+plan says so), ``T`` and the other letters keep their first page. ``Q`` and
+``I`` are tifffile's "unknown": a multi-page file without metadata. With
+``spatial_ndim=3`` a lone unknown axis is z; otherwise ``pages`` must say
+what they are (``"channels"``, ``"z"`` or ``"first"``), and without it the
+header pass stops with an error naming ``--pages``.
 """
 
 from __future__ import annotations
@@ -28,40 +39,101 @@ import numpy as np
 from ..errors import ImageReadError, ParameterError
 from ..grid import ceil_div
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy")
+IMAGE_KINDS = "PNG, JPEG, TIFF, BMP, WebP or .npy"
+PAGES = ("channels", "z", "first")
+# names of files that systems leave in folders (counted, never listed as skipped)
+_JUNK = {"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "icon\r"}
 _POOL_MAX_BYTES = 256 << 20  # larger images are decoded in the writing process
 _IN_FLIGHT_BYTES = 1 << 30
 
 
-def list_images(source) -> tuple:
+class Listing(tuple):
+    """(paths, root) of the image files of a source, with what was left out.
+
+    Unpacks as ``paths, root``; ``skipped`` lists the other visible files (not
+    images lazypatch reads), ``hidden`` counts hidden and system files
+    (``.DS_Store``, ``Thumbs.db``...).
+    """
+
+    skipped: list
+    hidden: int
+
+    def __new__(cls, paths, root, skipped=(), hidden=0):
+        listing = super().__new__(cls, (paths, root))
+        listing.skipped, listing.hidden = list(skipped), int(hidden)
+        return listing
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _JUNK
+
+
+def list_images(source) -> Listing:
     """(image files under a folder or matching a glob, the root names are relative to).
 
     Sorted by relative path in code-point order, so every machine lists the
-    same files in the same order.
+    same files in the same order. The result also says which other files
+    were skipped (``.skipped``, ``.hidden``).
     """
     import glob
 
     source = os.fspath(source)
+    skipped, hidden = [], 0
     if os.path.isdir(source):
         paths = []
         for folder, subfolders, files in os.walk(source):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            paths += [os.path.join(folder, name) for name in files
-                      if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")]
+            for name in files:
+                if _is_hidden(name):
+                    hidden += 1
+                elif _is_image(name):
+                    paths.append(os.path.join(folder, name))
+                else:
+                    skipped.append(os.path.join(folder, name))
         root = source
     else:
         if not any(ch in source for ch in "*?["):
-            if os.path.isfile(source) and source.lower().endswith(IMAGE_SUFFIXES):
-                return [source], os.path.dirname(source) or "."
+            if os.path.isfile(source) and _is_image(source):
+                return Listing([source], os.path.dirname(source) or ".")
             if os.path.isfile(source):
                 raise ParameterError(f"{source!r} is not a supported image file (suffixes: "
                                      f"{', '.join(IMAGE_SUFFIXES)})")
             raise FileNotFoundError(f"no such folder, image file or glob: {source!r}")
-        paths = [p for p in glob.glob(source, recursive=True)
-                 if os.path.isfile(p) and p.lower().endswith(IMAGE_SUFFIXES)]
+        paths = []
+        for path in glob.glob(source, recursive=True):
+            if not os.path.isfile(path):
+                continue
+            if _is_hidden(os.path.basename(path)):
+                hidden += 1
+            elif _is_image(path):
+                paths.append(path)
+            else:
+                skipped.append(path)
         root = os.path.dirname(source.split("*")[0].split("?")[0].split("[")[0]) or "."
     paths.sort(key=lambda p: os.path.relpath(p, root))
-    return paths, root
+    skipped.sort(key=lambda p: os.path.relpath(p, root))
+    return Listing(paths, root, skipped, hidden)
+
+
+def describe_skipped(names, hidden: int = 0, limit: int = 8) -> str:
+    """The files a listing skipped, in words.
+
+    >>> describe_skipped(["notes.txt", "scan.pdf"], 2)
+    '2 file(s) that are not PNG, JPEG, TIFF, BMP, WebP or .npy images (.pdf, .txt): notes.txt, scan.pdf; 2 hidden or system file(s)'
+    """
+    parts = []
+    if names:
+        kinds = sorted({os.path.splitext(n)[1].lower() or "no suffix" for n in names})
+        shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+        parts.append(f"{len(names)} file(s) that are not {IMAGE_KINDS} images ({', '.join(kinds)}): {shown}")
+    if hidden:
+        parts.append(f"{hidden} hidden or system file(s)")
+    return "; ".join(parts)
 
 
 def stem(path: str) -> str:
@@ -69,31 +141,58 @@ def stem(path: str) -> str:
     return name[: -len(".npy")] if name.lower().endswith(".npy") else os.path.splitext(name)[0]
 
 
+# suffixes of mask file stems, looked for when a folder mixes images and their masks
+MASK_SUFFIXES = ("_mask", "-mask", "_masks", "_label", "-label", "_labels", "_seg", "-seg", "_gt")
+
+
+def companion_masks(paths) -> tuple:
+    """(suffix, [(image, mask)...]) when files come in pairs ``<stem>`` and ``<stem><suffix>``.
+
+    ``suffix`` is one of ``MASK_SUFFIXES`` as the files spell it; ``("", [])``
+    when no suffix pairs at least one file, or when fewer than half of the
+    files named with the suffix have a partner.
+
+    >>> companion_masks(["a/x.png", "a/x_mask.png", "a/y.png", "a/y_mask.png"])[0]
+    '_mask'
+    >>> companion_masks(["a/x.png", "a/y.png"])
+    ('', [])
+    """
+    by_place = {(os.path.dirname(p), stem(p).lower()): p for p in paths}
+    best = ("", [])
+    for suffix in MASK_SUFFIXES:
+        named = [p for p in paths if stem(p).lower().endswith(suffix) and len(stem(p)) > len(suffix)]
+        pairs = [(by_place[(os.path.dirname(p), stem(p).lower()[:-len(suffix)])], p) for p in named
+                 if (os.path.dirname(p), stem(p).lower()[:-len(suffix)]) in by_place]
+        if pairs and 2 * len(pairs) >= len(named) and len(pairs) > len(best[1]):
+            spelled = stem(pairs[0][1])[-len(suffix):]
+            best = (spelled, pairs)
+    return best
+
+
 # -- one file ----------------------------------------------------------------------------
 class FileImage:
     """One image file: ``shape`` and ``dtype`` from its header, pixels when sliced."""
 
-    def __init__(self, path: str, spatial_ndim: int = 2, mask: bool = False):
+    def __init__(self, path: str, spatial_ndim: int = 2, mask: bool = False, pages=None):
         self.path = path
         self.spatial_ndim = spatial_ndim
         self.mask = mask
+        self.pages = pages
         self._array = None
+        self.ignored_pages, self.ignored_axes, self._tiff = 0, "", None
         try:
-            self.shape, self.dtype, self._rows = _header(path, spatial_ndim, mask)
-        except ImageReadError:
+            self.shape, self.dtype, self._rows, self._tiff = _header(path, spatial_ndim, mask, pages)
+        except (ImageReadError, ParameterError):
             raise
         except Exception as exc:
             raise ImageReadError(f"cannot read image {path!r}: {exc}") from exc
+        if self._tiff is not None:
+            self.ignored_pages, self.ignored_axes = self._tiff.ignored_pages, self._tiff.ignored_axes
         self.ndim = len(self.shape)
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    @property
-    def ignored_pages(self) -> int:
-        """Pages of a multi-page TIFF that a 2-D read leaves out (z > 0 of a stack)."""
-        return getattr(self._rows, "ignored_pages", 0)
 
     @property
     def decoded_whole(self) -> bool:
@@ -114,9 +213,9 @@ class FileImage:
             return self._checked(self._read_rows(0, self.shape[0]), ())[key]
         if self._array is None:
             try:
-                array = _decode(self.path, self.spatial_ndim, self.mask)
+                array = _decode(self.path, self.mask, self._tiff)
             except Exception as exc:
-                raise ImageReadError(f"cannot decode image {self.path!r}: {exc}") from exc
+                raise ImageReadError(f"cannot decode image {self.path!r}: {exc}{_codec_hint(exc)}") from exc
             self._array = self._checked(array, ())
         return self._array[key]
 
@@ -124,7 +223,8 @@ class FileImage:
         try:
             return self._rows(start, stop)
         except Exception as exc:
-            raise ImageReadError(f"cannot decode rows {start}:{stop} of {self.path!r}: {exc}") from exc
+            raise ImageReadError(
+                f"cannot decode rows {start}:{stop} of {self.path!r}: {exc}{_codec_hint(exc)}") from exc
 
     def _checked(self, array: np.ndarray, rows: tuple) -> np.ndarray:
         expected = (rows + tuple(self.shape[1:])) if rows else tuple(self.shape)
@@ -149,12 +249,24 @@ class FileImages(Sequence):
     ``workers`` > 0 decodes PNG, JPEG and small TIFF files in that many
     threads, a bounded number of images ahead of the writer, in order.
     ``mask``: the files are label maps (palette PNGs give their indices).
+    ``pages``: what the pages of TIFFs with unknown page axes are (NOTE [TIFF pages]).
+    ``problems``: a list to collect ``(position, exception)`` of headers that
+    cannot be read (their header is None); without it the first one raises.
     """
 
-    def __init__(self, paths, spatial_ndim: int = 2, workers: int = 0, mask: bool = False):
+    def __init__(self, paths, spatial_ndim: int = 2, workers: int = 0, mask: bool = False, pages=None,
+                 problems=None):
         self.paths = list(paths)
         self.workers = workers
-        self.headers = [FileImage(p, spatial_ndim, mask) for p in self.paths]  # validates every header
+        self.headers = []
+        for position, path in enumerate(self.paths):  # validates every header
+            try:
+                self.headers.append(FileImage(path, spatial_ndim, mask, pages))
+            except (ImageReadError, ParameterError) as exc:
+                if problems is None:
+                    raise
+                problems.append((position, exc))
+                self.headers.append(None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -206,14 +318,14 @@ def _decode_checked(header: FileImage) -> np.ndarray:
 
 
 # -- formats -------------------------------------------------------------------------------
-def _header(path: str, spatial_ndim: int, mask: bool = False):
-    """(shape, dtype, rows reader or None) without decoding pixels."""
+def _header(path: str, spatial_ndim: int, mask: bool = False, pages=None):
+    """(shape, dtype, rows reader or None, TIFF plan or None) without decoding pixels."""
     lower = path.lower()
     if lower.endswith(".npy"):
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-        return tuple(array.shape), array.dtype, None
+        return tuple(array.shape), array.dtype, None, None
     if lower.endswith((".tif", ".tiff")):
-        return _tiff_header(path, spatial_ndim)
+        return _tiff_header(path, spatial_ndim, pages)
     if spatial_ndim == 3:
         raise ImageReadError(f"{path!r}: PNG and JPEG images are 2-D; spatial_ndim=3 takes TIFF "
                              f"stacks and .npy volumes")
@@ -228,15 +340,16 @@ def _header(path: str, spatial_ndim: int, mask: bool = False):
         channels = 0 if mask else 4 if transparent else 3
     if dtype is None:
         raise ImageReadError(f"{path!r}: unsupported image mode {mode!r}")
-    return ((height, width) if channels == 0 else (height, width, channels)), np.dtype(dtype), None
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    return shape, np.dtype(dtype), None, None
 
 
-def _decode(path: str, spatial_ndim: int, mask: bool = False) -> np.ndarray:
+def _decode(path: str, mask: bool = False, tiff=None) -> np.ndarray:
     lower = path.lower()
     if lower.endswith(".npy"):
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    if lower.endswith((".tif", ".tiff")):
-        return _tiff_stack(path)
+    if tiff is not None:
+        return tiff.whole()
     from PIL import Image
 
     with Image.open(path) as image:
@@ -262,90 +375,200 @@ _PIL_MODES = {
 }
 
 
-def _tiff_header(path: str, spatial_ndim: int):
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        if spatial_ndim == 2:
-            page = tif.pages[0]  # the full resolution, also of pyramids
-            planar = page.planarconfig == 2 and page.samplesperpixel > 1
-            height, width = page.imagelength, page.imagewidth
-            samples = page.samplesperpixel
-            shape = (height, width) + ((samples,) if samples > 1 else ())
-            if page.imagedepth > 1:
-                raise ImageReadError(f"{path!r}: a volumetric TIFF page; use spatial_ndim=3")
-            rows = _TiffRows(path, 0, height, width, samples, planar, page.dtype)
-            rows.ignored_pages = len(tif.series[0].pages) - 1 if tif.series else 0  # a stack's z > 0
-            return shape, np.dtype(page.dtype), rows
-        series = tif.series[0]
-        axes, shape = _stack_axes(series.axes, series.shape, path)
-        rows = None
-        if axes in ("ZYX", "ZYXS") and len(series.pages) == shape[0]:
-            rows = _TiffPages(path, shape, series.dtype)
-        return shape, np.dtype(series.dtype), rows
+def _codec_hint(exc) -> str:
+    """The install line when tifffile says a codec needs imagecodecs."""
+    text = str(exc)
+    if "imagecodecs" in text and "pip install imagecodecs" not in text:
+        return "; install the codecs with `pip install imagecodecs`"
+    return ""
 
 
-def _stack_axes(axes: str, shape: tuple, path: str):
-    """(Z, Y, X[, C]) order of a TIFF series: singleton axes dropped, C last."""
-    kept = [(a, n) for a, n in zip(axes, shape) if n > 1 or a in "YX"]
-    axes = "".join(a for a, _ in kept).replace("I", "Z").replace("Q", "Z")
-    if axes.count("Z") != 1 or not {"Y", "X"} <= set(axes) or len(axes) > 4:
+def _check_codec(page, path: str) -> None:
+    """Fail in the header pass when tifffile cannot decode the page's compression."""
+    from tifffile import TIFF
+
+    try:
+        known = page.compression in TIFF.DECOMPRESSORS
+    except Exception:  # pragma: no cover - a tifffile without the codec table: decode will tell
+        return
+    if known:
+        return
+    name = getattr(page.compression, "name", page.compression)
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
         raise ImageReadError(
-            f"{path!r}: TIFF axes {axes!r} are not a (Z, Y, X[, C]) stack for spatial_ndim=3"
-        )
-    order = [axes.index(a) for a in "ZYX"] + [k for k, a in enumerate(axes) if a in "CS"]
-    return "".join(axes[k] for k in order), tuple(kept[k][1] for k in order)
+            f"{path!r} is compressed with {name}, which tifffile decodes only with the imagecodecs "
+            f"package: install it with `pip install imagecodecs`") from None
+    raise ImageReadError(f"{path!r} is compressed with {name}, which tifffile and imagecodecs cannot "
+                         "decode; convert the file (e.g. to zlib or uncompressed TIFF)")
 
 
-def _tiff_stack(path: str) -> np.ndarray:
-    """A whole TIFF: the first page (2-D) or the first series as (Z, Y, X[, C])."""
+class _TiffPlan:
+    """How a TIFF's first series becomes one image (NOTE [TIFF pages]).
+
+    ``roles`` gives each axis of ``series.axes`` a part: ``Y``/``X`` (spatial),
+    ``channel``, ``z`` or ``first`` (index 0 only). The image is (Y, X[, C]) or
+    (Z, Y, X[, C]) with the channel axes (in the series' order) merged into C.
+    ``page_axes`` are the axes within one page (``YX``, ``YXS``, ``SYX``); the
+    ones before them are the axes the pages run over.
+    """
+
+    def __init__(self, path, axes, shape, spatial_ndim, pages, page_axes):
+        self.path, self.axes, self.series_shape = path, axes, tuple(int(n) for n in shape)
+        roles = []
+        for axis, size in zip(axes, self.series_shape):
+            if axis in "YX":
+                roles.append(axis)
+            elif axis in "CS":
+                roles.append("channel")
+            elif axis == "Z":
+                roles.append("z")
+            elif axis in "QI" and size > 1:
+                roles.append("?")
+            else:
+                roles.append("first")
+        unknown = [k for k, role in enumerate(roles) if role == "?"]
+        if unknown and pages is None and spatial_ndim == 3 and len(unknown) == 1 and "z" not in roles:
+            roles[unknown[0]] = "z"  # a volume was asked for: the pages are its slices
+        elif unknown and pages is None:
+            k = unknown[0]
+            raise ParameterError(
+                f"{path!r} has {self.series_shape[k]} pages on TIFF axis {axes[k]!r} (axes {axes!r}, "
+                f"shape {self.series_shape}), and the file does not say whether they are channels or "
+                "z slices: pass --pages channels, --pages z (a volume, with --spatial-ndim 3) or "
+                "--pages first (the first page only); in Python pages='channels', 'z' or 'first'")
+        for k in unknown:
+            if roles[k] == "?":
+                roles[k] = {"channels": "channel", "z": "z", "first": "first"}[pages]
+        if roles.count("z") > 1:
+            raise ImageReadError(f"{path!r}: TIFF axes {axes!r} hold {roles.count('z')} axes of z slices; "
+                                 "a volume has one")
+        if "Y" not in roles or "X" not in roles:
+            raise ImageReadError(f"{path!r}: TIFF axes {axes!r} have no Y and X axes")
+        letters = list(axes)
+        if spatial_ndim == 2 and "z" in roles:
+            k = roles.index("z")
+            roles[k], letters[k] = "first", "Z"  # the first z slice, and the plan says so
+        if spatial_ndim == 3 and "z" not in roles:
+            channels = "".join(a for a, r in zip(axes, roles) if r == "channel")
+            raise ImageReadError(
+                f"{path!r}: TIFF axes {axes!r} have no z axis for spatial_ndim=3"
+                + (f" (its pages are channels: {channels!r}); build it with --spatial-ndim 2" if channels else ""))
+        self.roles = roles
+        sizes = self.series_shape
+        self.ignored_axes = "".join(a for a, r, n in zip(letters, roles, sizes) if n > 1 and r == "first")
+        self.channels = int(np.prod([n for n, r in zip(sizes, roles) if r == "channel"], dtype=np.int64))
+        spatial = [sizes[roles.index(r)] for r in ("z", "Y", "X") if r in roles]
+        self.shape = tuple(spatial) + ((self.channels,) if self.channels > 1 else ())
+        outer = len(axes) - len(page_axes)
+        self.page_count = int(np.prod(sizes[:outer], dtype=np.int64))
+        read = int(np.prod([n for n, r in zip(sizes[:outer], roles[:outer]) if r != "first"], dtype=np.int64))
+        self.ignored_pages = self.page_count - read
+        self.outer = outer
+
+    def select(self, data: np.ndarray) -> np.ndarray:
+        """The image from the whole series array (axes as ``self.axes``)."""
+        data = data.reshape(self.series_shape)
+        data = data[tuple(0 if r == "first" else slice(None) for r in self.roles)]
+        kept = [r for r in self.roles if r != "first"]
+        order = [kept.index(r) for r in ("z", "Y", "X") if r in kept]
+        order += [k for k, r in enumerate(kept) if r == "channel"]
+        return np.ascontiguousarray(np.transpose(data, order).reshape(self.shape))
+
+    def page_positions(self) -> np.ndarray:
+        """Series page positions (z or 1, channel pages) of the pages the image reads.
+
+        The channel pages of one z are in the series' order, as ``select`` merges them.
+        """
+        shape, roles = self.series_shape[:self.outer], self.roles[:self.outer]
+        if not shape:
+            return np.zeros((1, 1), np.int64)
+        grids = [np.arange(n) if role in ("z", "channel") else np.zeros(1, np.int64)
+                 for n, role in zip(shape, roles)]
+        mesh = np.meshgrid(*grids, indexing="ij")
+        flat = np.ravel_multi_index([m.ravel() for m in mesh], shape).reshape(mesh[0].shape)
+        if "z" in roles:
+            flat = np.moveaxis(flat, roles.index("z"), 0)
+            return flat.reshape(flat.shape[0], -1)
+        return flat.reshape(1, -1)
+
+    def whole(self) -> np.ndarray:
+        import tifffile
+
+        with tifffile.TiffFile(self.path) as tif:
+            return self.select(tif.series[0].asarray())
+
+
+def _tiff_header(path: str, spatial_ndim: int, pages=None):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        data = series.asarray()
-        kept = [(a, n) for a, n in zip(series.axes, series.shape) if n > 1 or a in "YX"]
-        data = data.reshape([n for _, n in kept])
-        axes = "".join(a for a, _ in kept).replace("I", "Z").replace("Q", "Z")
-        order = [axes.index(a) for a in "ZYX"] + [k for k, a in enumerate(axes) if a in "CS"]
-        return np.ascontiguousarray(np.transpose(data, order))
+        if not tif.series:
+            raise ImageReadError(f"{path!r}: a TIFF with no image series")
+        series = tif.series[0]  # the full resolution, also of pyramids
+        key = series.keyframe
+        _check_codec(key, path)
+        axes, shape = series.axes, tuple(series.shape)
+        page_axes = key.axes if axes.endswith(key.axes) and shape[len(shape) - len(key.axes):] == tuple(
+            key.shape) else ""
+        plan = _TiffPlan(path, axes, shape, spatial_ndim, pages, page_axes)
+        rows = None
+        indices = [getattr(page, "index", None) for page in series.pages] if page_axes else []
+        if (page_axes and key.imagedepth == 1 and len(indices) == plan.page_count
+                and all(isinstance(i, int) for i in indices)):
+            positions = plan.page_positions()
+            samples, planar = key.samplesperpixel, key.planarconfig == 2 and key.samplesperpixel > 1
+            if spatial_ndim == 2:
+                rows = _TiffRows(path, [indices[p] for p in positions[0]], key.imagelength, key.imagewidth,
+                                 samples, planar, key.dtype)
+            else:
+                rows = _TiffPages(path, positions, plan.shape, key.shape, key.dtype, planar)
+        return plan.shape, np.dtype(series.dtype), rows, plan
 
 
 class _TiffRows:
-    """Rows ``[r0, r1)`` of one TIFF page, decoded segment by segment (tiles or strips).
+    """Rows ``[r0, r1)`` of TIFF pages side by side as channels, decoded segment by segment.
 
-    Only the segment rows a band touches are read and decoded; the last decoded
-    segment row is kept, as the store's bands are usually shorter than a TIFF tile.
+    Only the segment (tile or strip) rows a band touches are read and decoded;
+    the last decoded segment row of each page is kept, as the store's bands
+    are usually shorter than a TIFF tile.
     """
 
-    def __init__(self, path, page_index, height, width, samples, planar, dtype):
-        self.path, self.page_index = path, page_index
+    def __init__(self, path, page_indices, height, width, samples, planar, dtype):
+        self.path, self.page_indices = path, list(page_indices)
         self.height, self.width, self.samples, self.planar = height, width, samples, planar
         self.dtype = np.dtype(dtype)
-        self._cached = (None, None)
+        self._cached = {}
 
     def __call__(self, r0: int, r1: int) -> np.ndarray:
         import tifffile
 
-        out = np.empty((r1 - r0, self.width, self.samples), self.dtype)
+        samples = self.samples
+        out = np.empty((r1 - r0, self.width, len(self.page_indices) * samples), self.dtype)
         with tifffile.TiffFile(self.path) as tif:
-            page = tif.pages[self.page_index]
-            seg_h = page.tilelength if page.is_tiled else min(page.rowsperstrip or self.height, self.height)
-            seg_w = page.tilewidth if page.is_tiled else self.width
-            rows, cols = ceil_div(self.height, seg_h), ceil_div(self.width, seg_w)
-            for seg_row in range(r0 // seg_h, ceil_div(r1, seg_h)):
-                band = self._segment_row(tif, page, seg_row, seg_h, seg_w, rows, cols)
-                top = seg_row * seg_h
-                a, b = max(r0, top), min(r1, top + seg_h, self.height)
-                out[a - r0:b - r0] = band[a - top:b - top]
-        return out if self.samples > 1 else out[..., 0]
+            for k, index in enumerate(self.page_indices):
+                page = tif.pages[index]
+                seg_h = page.tilelength if page.is_tiled else min(page.rowsperstrip or self.height, self.height)
+                seg_w = page.tilewidth if page.is_tiled else self.width
+                rows, cols = ceil_div(self.height, seg_h), ceil_div(self.width, seg_w)
+                for seg_row in range(r0 // seg_h, ceil_div(r1, seg_h)):
+                    band = self._segment_row(k, tif, page, seg_row, seg_h, seg_w, rows, cols)
+                    top = seg_row * seg_h
+                    a, b = max(r0, top), min(r1, top + seg_h, self.height)
+                    out[a - r0:b - r0, :, k * samples:(k + 1) * samples] = band[a - top:b - top]
+        return out if out.shape[-1] > 1 else out[..., 0]
 
-    def _segment_row(self, tif, page, seg_row, seg_h, seg_w, rows, cols) -> np.ndarray:
-        if self._cached[0] == seg_row:
-            return self._cached[1]
+    def _segment_row(self, k, tif, page, seg_row, seg_h, seg_w, rows, cols) -> np.ndarray:
+        cached = self._cached.get(k)
+        if cached is not None and cached[0] == seg_row:
+            return cached[1]
         band = np.zeros((seg_h, cols * seg_w, self.samples), self.dtype)
         planes = self.samples if self.planar else 1
         handle = tif.filehandle
+        # NOTE: the decode function first, then the seek: for a JPEG page, reading
+        # page.decode (its JPEG tables) moves the file position
+        decode = page.decode
         for plane in range(planes):
             for col in range(cols):
                 index = (plane * rows + seg_row) * cols + col
@@ -353,36 +576,49 @@ class _TiffRows:
                 if count == 0:  # a sparse TIFF: a missing segment is zeros
                     continue
                 handle.seek(offset)
-                data, _, _ = page.decode(handle.read(count), index, jpegtables=page.jpegtables)
+                data, _, _ = decode(handle.read(count), index, jpegtables=page.jpegtables)
                 data = data.reshape(data.shape[-3:])  # (h, w, samples) of this segment
                 h, w = min(seg_h, data.shape[0]), min(seg_w, data.shape[1])
                 channels = slice(plane, plane + 1) if self.planar else slice(None)
                 band[:h, col * seg_w:col * seg_w + w, channels] = data[:h, :w]
         band = band[:, :self.width]
-        self._cached = (seg_row, band)
+        self._cached[k] = (seg_row, band)
         return band
 
 
 class _TiffPages:
-    """Z range ``[z0, z1)`` of a TIFF stack stored one page per z."""
+    """Z range ``[z0, z1)`` of a TIFF stack stored one page per z (and channel)."""
 
-    def __init__(self, path, shape, dtype):
-        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+    def __init__(self, path, positions, shape, page_shape, dtype, planar):
+        self.path, self.positions, self.shape = path, positions, tuple(shape)
+        self.page_shape, self.dtype, self.planar = tuple(page_shape), np.dtype(dtype), planar
 
     def __call__(self, z0: int, z1: int) -> np.ndarray:
         import tifffile
 
         if z1 <= z0:
-            return np.empty((0,) + tuple(self.shape[1:]), self.dtype)
+            return np.empty((0,) + self.shape[1:], self.dtype)
+        keys = self.positions[z0:z1].ravel().tolist()
         with tifffile.TiffFile(self.path) as tif:
-            data = tif.asarray(key=range(z0, z1), series=0)
-        return data.reshape((z1 - z0,) + tuple(self.shape[1:]))
+            data = tif.asarray(key=keys, series=0)
+        data = data.reshape((len(keys),) + self.page_shape)
+        if self.planar:  # (S, Y, X) pages
+            data = np.moveaxis(data, 1, -1)
+        elif data.ndim == 3:  # (Y, X) pages
+            data = data[..., None]
+        nz = z1 - z0
+        data = data.reshape((nz, self.positions.shape[1]) + data.shape[1:])  # (z, pages, Y, X, samples)
+        data = np.moveaxis(data, 1, -2)  # (z, Y, X, pages, samples)
+        return np.ascontiguousarray(data.reshape((nz,) + self.shape[1:]))
 
 
 # -- masks ------------------------------------------------------------------------------------
 def pair_masks(image_paths, mask_folder, mask_suffix: str = "", allow_unmatched: bool = False,
-               image_root=None):
+               image_root=None, mask_paths=None):
     """Pair each image with its mask by stem (``<stem><mask_suffix>.<any ext>``).
+
+    ``mask_paths``: the candidate masks when not every file of ``mask_folder``
+    is one (masks beside their images).
 
     When several masks share the stem, the one at the same path relative to
     its folder as the image is to ``image_root`` is taken (mirrored folders).
@@ -392,7 +628,8 @@ def pair_masks(image_paths, mask_folder, mask_suffix: str = "", allow_unmatched:
     ambiguous image is an error naming the first ten; with it, those images
     are left out.
     """
-    mask_paths, mask_root = list_images(mask_folder)
+    listed, mask_root = list_images(mask_folder)
+    mask_paths = listed if mask_paths is None else list(mask_paths)
     by_stem: dict[str, list[str]] = {}
     for path in mask_paths:
         by_stem.setdefault(stem(path), []).append(path)

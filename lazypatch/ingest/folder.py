@@ -2,11 +2,11 @@
 form of ``lazypatch build``.
 
 Two passes. The first reads headers only (shapes, dtypes, mask pairing),
-validates everything and plans the output (``dry_run=True`` stops there and
-returns the plan). The second decodes and writes through
-:func:`~lazypatch.ingest.write_store`: PNG and JPEG decoded ahead in worker
-threads, one writer, a progress bar, and a summary (images, bytes, seconds,
-MB/s).
+validates everything, reporting every bad file at once, and plans the
+output (``dry_run=True`` stops there and returns the plan). The second
+decodes and writes through :func:`~lazypatch.ingest.write_store`: PNG and
+JPEG decoded ahead in worker threads, one writer, a progress bar, and a
+summary (images, bytes, seconds, MB/s).
 
 Files are taken in code-point order of their path relative to the source, so
 building twice gives identical pixel, mask and table datasets.
@@ -21,19 +21,21 @@ import time
 
 import numpy as np
 
-from ..errors import ParameterError, ParameterTypeError, StoreExistsError
+from ..errors import ImageReadError, ParameterError, ParameterTypeError, StoreExistsError
 from ..grid import axis_tuple, is_int
 from ..store import ImageStore
 from ..store import format as fmt
 from ._signals import cleans_up_on_termination
 from .builder import write_store
-from .files import FileImages, list_images, pair_masks
+from .files import (IMAGE_KINDS, PAGES, FileImages, companion_masks, describe_skipped, list_images,
+                    pair_masks, stem)
 from .shards import parse_size, shard_glob, shard_path, split_shards, stored_bytes
 from .validate import check_mask, check_options, check_same, describe_image
 
 __all__ = ["build", "DEFAULT_WORKERS"]
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+MAX_PROBLEMS = 20  # bad files listed in one error; the rest are counted
 
 
 def _flag(value, name: str) -> bool:
@@ -68,7 +70,7 @@ def _tile(value, spatial_ndim: int):
 @cleans_up_on_termination  # NOTE [termination] in lazypatch.ingest._signals
 def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched: bool = False,
           layout: str = "tiled", tile=None, compression=None, compression_opts=None,
-          checksum: bool = False, spatial_ndim=2, stats: bool = False, label_stats: bool = False,
+          checksum: bool = False, spatial_ndim=2, pages=None, stats: bool = False, label_stats: bool = False,
           shards=None, shard_size=None, shard_index=None, workers=DEFAULT_WORKERS,
           dry_run: bool = False, overwrite: bool = False, progress: bool = True, verbose: bool = False):
     """Build a store (or shards of one) from a folder, file or glob of image files.
@@ -83,18 +85,27 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     ----------
     source : str or os.PathLike
         A folder (searched recursively), an image file or a glob of PNG, JPEG,
-        TIFF or .npy files.
+        TIFF, BMP, WebP or .npy files. Other files are skipped and named in
+        the plan (hidden and system files such as ``.DS_Store`` are counted).
     output : str or os.PathLike
         The store to write (``.h5``); with ``shards`` or ``shard_size`` the
         name shards are derived from (``OUT-00000-of-00004.h5``).
     masks : str, optional
-        Folder (or glob) of masks, paired with images by file stem.
+        Folder (or glob) of masks, paired with images by file stem. It may be
+        the image folder itself when ``mask_suffix`` tells the masks apart
+        (``x_mask.png`` beside ``x.png``): files named with the suffix are
+        then masks and not images.
     mask_suffix : str
         Suffix of mask stems, e.g. ``"_mask"``.
     allow_unmatched : bool
         Leave out images with no mask or several (default: an error).
     layout, tile, compression, compression_opts, checksum, spatial_ndim
         As for :func:`~lazypatch.write_store`.
+    pages : {None, "channels", "z", "first"}
+        What the pages of a multi-page TIFF are when its metadata does not say
+        (tifffile's axis ``Q`` or ``I``): channels, z slices, or only the
+        first page counts. ImageJ and OME files say it themselves: ``C`` pages
+        are channels, ``Z`` pages z slices (a volume with ``spatial_ndim=3``).
     stats : bool
         Per-channel statistics, for ``PatchDataset(normalize=...)``.
     label_stats : bool
@@ -120,12 +131,14 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     -------
     ImageStore or dict
         The new store, opened (every written shard as one store); with
-        ``dry_run=True`` the plan as a dict.
+        ``dry_run=True`` the plan as a dict: images, shapes, channels, the
+        files skipped, stored bytes, outputs.
 
     Raises
     ------
     ParameterError, ParameterTypeError
-        Bad options, or images that cannot share a store (the message names the file).
+        Bad options, or images that cannot share a store: every bad file is
+        listed (up to 20, then counted), each message naming its file.
     FileNotFoundError
         No image files in ``source``, or the output folder does not exist.
     IsADirectoryError
@@ -133,7 +146,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     StoreExistsError
         An output file exists and ``overwrite`` is false.
     ImageReadError
-        A file cannot be decoded.
+        A file cannot be decoded (a TIFF codec without imagecodecs names
+        ``pip install imagecodecs``).
     SystemExit
         ``Terminated`` on SIGTERM or SIGHUP, after removing the temporary
         files (see :func:`~lazypatch.write_store`).
@@ -168,6 +182,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                                  (allow_unmatched, "allow_unmatched"), (dry_run, "dry_run"),
                                  (overwrite, "overwrite"), (progress, "progress"), (verbose, "verbose")))
     tile, compression_opts = check_options(spatial_ndim, layout, tile, compression, compression_opts, checksum)
+    if pages is not None and pages not in PAGES:
+        raise ParameterError(f"--pages (pages) must be one of {', '.join(PAGES)}, got {pages!r}")
     if workers < 0:
         raise ParameterError(f"--workers (workers) must be 0 or more, got {workers}")
     if shards is not None and shard_size is not None:
@@ -181,33 +197,60 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         raise ParameterError("--label-stats counts mask labels: it needs --masks FOLDER (label_stats= needs masks=)")
     _check_output(output)
 
-    paths, root = list_images(source)
+    listing = list_images(source)
+    paths, root = listing
     if not paths:
-        raise FileNotFoundError(errno.ENOENT, "no PNG, JPEG, TIFF or .npy files in", source)
+        skipped = describe_skipped(_relative(listing.skipped, root), listing.hidden)
+        raise FileNotFoundError(errno.ENOENT, f"no image files ({IMAGE_KINDS}) in {source!r}"
+                                + (f"; skipped {skipped}" if skipped else ""))
     mask_paths, report = None, None
     if masks:
-        paths, mask_paths, report = pair_masks(paths, masks, mask_suffix, allow_unmatched, image_root=root)
+        paths, candidates = _masks_beside_images(paths, source, masks, mask_suffix)
+        paths, mask_paths, report = pair_masks(paths, masks, mask_suffix, allow_unmatched, image_root=root,
+                                               mask_paths=candidates)
         if not paths:
             hint = f"; {report['hint']}" if report["hint"] else ""
             raise ParameterError(f"no image in {source!r} has a mask in {masks!r}{hint}")
+    elif os.path.isdir(source):
+        _refuse_mixed_masks(paths, source)
 
-    # pass 1: headers
-    images = FileImages(paths, spatial_ndim, workers=workers)
-    mask_images = FileImages(mask_paths, spatial_ndim, workers=workers, mask=True) if mask_paths else None
+    # pass 1: headers, every problem at once
+    image_problems, mask_problems = [], []
+    images = FileImages(paths, spatial_ndim, workers=workers, pages=pages, problems=image_problems)
+    mask_images = None
+    if mask_paths:
+        mask_images = FileImages(mask_paths, spatial_ndim, workers=workers, mask=True, pages=pages,
+                                 problems=mask_problems)
+    problems = [exc for _, exc in image_problems] + [exc for _, exc in mask_problems]
     names = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
-    first, mask_dtype, shapes = None, None, []
+    first, first_position, mask_dtype, shapes = None, None, None, [None] * len(paths)
     for position, image in enumerate(images.headers):
-        spatial, spec = describe_image(image, position, spatial_ndim)
-        shapes.append(spatial)
+        if image is None:
+            continue
         try:
-            if first is None:
-                first = spec
-            else:
-                check_same(spec, first, position)
-            if mask_images is not None:
-                mask_dtype = check_mask(mask_images.headers[position], spatial, position, mask_dtype)
+            spatial, spec = describe_image(image, position, spatial_ndim)
         except ParameterError as exc:
-            raise ParameterError(f"{exc} ({names[position]})") from None
+            problems.append(ParameterError(f"{paths[position]!r}: {exc}"))
+            continue
+        shapes[position] = spatial
+        if first is None:
+            first, first_position = spec, position
+        else:
+            try:
+                check_same(spec, first, position, first_position)
+            except ParameterError as exc:
+                problems.append(ParameterError(f"{paths[position]!r}: {exc} (image {first_position} is "
+                                               f"{paths[first_position]!r})"))
+        mask = mask_images.headers[position] if mask_images is not None else None
+        if mask is not None:
+            try:
+                mask_dtype = check_mask(mask, spatial, position, mask_dtype)
+            except ParameterError as exc:
+                problems.append(ParameterError(f"{mask_paths[position]!r}: {exc} (its image is "
+                                               f"{paths[position]!r})"))
+    if problems:
+        raise _problems_error(problems, source)
+
     shapes = np.array(shapes, np.int64)
     stored_tile = tile if tile is not None else axis_tuple(fmt.DEFAULT_TILE[spatial_ndim], spatial_ndim, "tile")
     per_image = stored_bytes(shapes, first.channels, first.dtype.itemsize, layout, stored_tile)
@@ -221,7 +264,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         if not 0 <= shard_index < len(ranges):
             raise ParameterError(f"--shard-index (shard_index) must be within [0, {len(ranges)}), got {shard_index}")
         chosen = [shard_index]
-    plan = _plan(source, layout, images, shapes, first, mask_dtype, report, per_image, ranges, outputs, chosen)
+    plan = _plan(source, layout, images, shapes, first, mask_dtype, report, per_image, ranges, outputs, chosen,
+                 listing, root)
     if verbose:
         print(_plan_text(plan, dry_run))
     if dry_run:
@@ -268,6 +312,66 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     return ImageStore([outputs[k] for k in chosen] if len(chosen) > 1 else outputs[chosen[0]])
 
 
+def _masks_beside_images(paths, source, masks, mask_suffix):
+    """(image paths, candidate mask paths) when the mask folder holds images too.
+
+    With ``--masks`` naming the image folder (or one inside it), the files
+    named with ``mask_suffix`` are masks and not images; without a suffix the
+    masks cannot be told apart, unless the mask folder is a subfolder.
+    """
+    candidates = list_images(masks)[0]
+    real = {os.path.realpath(p) for p in candidates}
+    shared = [p for p in paths if os.path.realpath(p) in real]
+    if not shared:
+        return paths, candidates
+    if mask_suffix:
+        candidates = [p for p in candidates if stem(p).endswith(mask_suffix)]
+    elif len(shared) == len(paths):
+        suffix, _ = companion_masks(paths)
+        example = suffix or "_mask"
+        raise ParameterError(
+            f"--masks {masks!r} holds the images of {source!r} themselves; give --mask-suffix to tell "
+            f"the masks apart (mask_suffix= in Python), e.g. {_option('--mask-suffix', example)} for x{example}.png "
+            "beside x.png")
+    taken = {os.path.realpath(p) for p in candidates}
+    return [p for p in paths if os.path.realpath(p) not in taken], candidates
+
+
+def _refuse_mixed_masks(paths, source) -> None:
+    """Stop when a folder's files come in pairs ``x.png`` and ``x_mask.png``: masks among images."""
+    suffix, pairs = companion_masks(paths)
+    if not pairs:
+        return
+    image, mask = pairs[0]
+    raise ParameterError(
+        f"{len(pairs)} of the {len(paths)} files in {source!r} look like masks of the others "
+        f"(named <stem>{suffix}, e.g. {os.path.basename(mask)!r} beside {os.path.basename(image)!r}): "
+        f"build them as masks with --masks {source} {_option('--mask-suffix', suffix)} "
+        f"(masks={source!r}, mask_suffix={suffix!r}); to build every file as an image, give a glob "
+        f"such as {os.path.join(source, '**', '*')!r}")
+
+
+def _option(flag: str, value: str) -> str:
+    """``--flag value`` as a shell takes it (``--flag=-value`` when the value starts with -)."""
+    return f"{flag}={value}" if value.startswith("-") else f"{flag} {value}"
+
+
+def _problems_error(problems, source):
+    """One error listing every problem of the header pass (the first MAX_PROBLEMS)."""
+    if len(problems) == 1:
+        return problems[0]
+    kind = ImageReadError if all(isinstance(p, ImageReadError) for p in problems) else ParameterError
+    lines = [str(p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_PROBLEMS} more")
+    return kind(f"{len(problems)} problems with the files of {source!r} (nothing was written):\n  "
+                + "\n  ".join(lines))
+
+
+def _relative(paths, root) -> list:
+    return [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
+
+
 def _check_output(output: str) -> None:
     """Fail before the first pass on an output that can never be written."""
     if os.path.isdir(output):
@@ -286,7 +390,8 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-def _plan(source, layout, images, shapes, spec, mask_dtype, report, per_image, ranges, outputs, chosen) -> dict:
+def _plan(source, layout, images, shapes, spec, mask_dtype, report, per_image, ranges, outputs, chosen,
+          listing, root) -> dict:
     return {
         "source": source, "images": len(images), "layout": layout,
         "dtype": spec.dtype.name, "channels": spec.channels, "channel_axis": bool(spec.channel_axis),
@@ -295,7 +400,9 @@ def _plan(source, layout, images, shapes, spec, mask_dtype, report, per_image, r
         "shape_max": shapes.max(axis=0).tolist(),
         "mask_dtype": None if mask_dtype is None else mask_dtype.name,
         "masks": None if report is None else {key: report[key] for key in report},
+        "skipped": {"files": _relative(listing.skipped, root), "hidden": listing.hidden},
         "stacks": [h.path for h in images.headers if h.ignored_pages > 0],
+        "ignored_axes": "".join(sorted({a for h in images.headers if h.ignored_pages > 0 for a in h.ignored_axes})),
         "decoded_bytes": int(sum(h.nbytes for h in images.headers)),
         "stored_bytes": int(per_image.sum()),
         "outputs": [{"path": outputs[k], "images": [int(ranges[k][0]), int(ranges[k][1])],
@@ -308,11 +415,18 @@ def _plan_text(plan: dict, dry_run: bool) -> str:
     channels = f"{plan['channels']} channel(s)" + ("" if plan["channel_axis"] else " (no channel axis)")
     lines = [f"{plan['images']} images in {plan['source']!r}: {channels} of {plan['dtype']}, "
              f"shapes min {plan['shape_min']}, median {plan['shape_median']}, max {plan['shape_max']}"]
+    skipped = plan["skipped"]
+    if skipped["files"] or skipped["hidden"]:
+        lines.append(f"skipped {describe_skipped(skipped['files'], skipped['hidden'])}")
     if plan["mask_dtype"] is not None:
         lines.append(f"masks: {plan['images']} paired by stem ({plan['mask_dtype']})")
     if plan["stacks"]:
+        axes = plan["ignored_axes"]
+        why = [f"pages along TIFF axis {a} after the first are not read" for a in axes if a != "Z"]
+        if "Z" in axes:
+            why.insert(0, "--spatial-ndim 3 reads their z slices as volumes")
         lines.append(f"{len(plan['stacks'])} multi-page TIFF(s), e.g. {plan['stacks'][0]!r}: first page only "
-                     f"(--spatial-ndim 3 reads them as stacks)")
+                     f"({'; '.join(why)})")
     report = plan["masks"]
     if report is not None:
         for key, what in (("missing", "image(s) without a mask, left out"),

@@ -113,21 +113,22 @@ def describe_image(image, position: int, spatial_ndim: int):
     return spatial, ImageSpec(store_dtype(dtype), channels, channel_axis)
 
 
-def check_same(spec: ImageSpec, first: ImageSpec, position: int) -> None:
+def check_same(spec: ImageSpec, first: ImageSpec, position: int, first_position: int = 0) -> None:
+    """The image at ``position`` agrees with the one at ``first_position`` on dtype and channels."""
     if spec.dtype != first.dtype:
         raise ParameterError(
-            f"all images must share one dtype: image 0 is {first.dtype.name}, "
+            f"all images must share one dtype: image {first_position} is {first.dtype.name}, "
             f"image {position} is {spec.dtype.name}"
         )
     if spec.channel_axis != first.channel_axis:
         kinds = {True: "has a channel axis", False: "has none"}
         raise ParameterError(
             "images must all have a channel axis or none ((H, W) and (H, W, 1) do not mix): "
-            f"image 0 {kinds[first.channel_axis]}, image {position} {kinds[spec.channel_axis]}"
+            f"image {first_position} {kinds[first.channel_axis]}, image {position} {kinds[spec.channel_axis]}"
         )
     if spec.channels != first.channels:
         raise ParameterError(
-            f"all images must have the same number of channels: image 0 has "
+            f"all images must have the same number of channels: image {first_position} has "
             f"{first.channels}, image {position} has {spec.channels}"
         )
 
