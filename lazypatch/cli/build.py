@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--masks", metavar="DIR", help="folder (or glob) of masks, paired with images by file "
                                                        "stem; may be the image folder, with --mask-suffix")
     parser.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. '_mask'")
+    parser.add_argument("--mask-map", metavar="OLD=NEW,...",
+                        help="replace mask values while writing, e.g. 255=1 for 0/255 masks")
     parser.add_argument("--allow-unmatched", action="store_true",
                         help="leave out images with no mask or several (default: an error)")
     parser.add_argument("--layout", default="tiled", choices=fmt.LAYOUTS)
@@ -49,7 +51,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     result = build(
         args.source, args.output, masks=args.masks, mask_suffix=args.mask_suffix,
-        allow_unmatched=args.allow_unmatched, layout=args.layout, tile=args.tile,
+        allow_unmatched=args.allow_unmatched, mask_map=args.mask_map, layout=args.layout, tile=args.tile,
         compression=args.compression, compression_opts=args.compression_opts, checksum=args.checksum,
         spatial_ndim=args.spatial_ndim, pages=args.pages, stats=args.stats, label_stats=args.label_stats,
         shards=args.shards, shard_size=args.shard_size, shard_index=args.shard_index,

@@ -36,8 +36,9 @@ from ..store.publish import (check_target, fsync_file, publish, publish_h5, remo
 from ..stats.blocks import BlockCounter
 from ..stats.channels import ChannelStats
 from ._signals import termination_as_exception
-from .validate import (MISSING, ImageSpec, as_arraylike, check_mask, check_options, check_same,
-                       describe_image, meta_text, planned_shapes, prevalidate, store_dtype, zip_inputs)
+from .validate import (MISSING, ImageSpec, as_arraylike, axes_warning, check_mask, check_options, check_same,
+                       default_tile, describe_image, meta_text, planned_shapes, prevalidate, store_dtype, warn,
+                       zip_inputs)
 
 _SPOOL_COPY_CHUNK = 1 << 30
 _BAND_BYTES = 16 << 20  # rows per write in the contiguous layout
@@ -119,6 +120,40 @@ def _pwrite_all(fd: int, data, offset: int) -> None:
         offset += written
 
 
+class LabelCounts:
+    """Pixels per label value over many masks (bincount for 8- and 16-bit masks).
+
+    >>> counts = LabelCounts()
+    >>> counts.add(np.array([[0, 255], [255, 255]], np.uint8))
+    >>> counts.as_dict()
+    {0: 1, 255: 3}
+    """
+
+    def __init__(self):
+        self._table = None  # bincount table of small integer masks
+        self._other: dict = {}
+
+    def add(self, mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
+        if mask.dtype.kind in "bu" and mask.dtype.itemsize <= 2:
+            counts = np.bincount(mask.view(np.uint8).ravel() if mask.dtype.kind == "b" else mask.ravel(),
+                                 minlength=1 << (8 * mask.dtype.itemsize)) if mask.size else None
+            if counts is not None:
+                self._table = counts if self._table is None else self._table + counts
+            return
+        values, counts = np.unique(mask, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist()):
+            self._other[value] = self._other.get(value, 0) + count
+
+    def as_dict(self) -> dict:
+        """{label value: pixels}, in increasing value."""
+        totals = dict(self._other)
+        if self._table is not None:
+            for value in np.flatnonzero(self._table).tolist():
+                totals[value] = totals.get(value, 0) + int(self._table[value])
+        return {int(k): int(totals[k]) for k in sorted(totals)}
+
+
 # -- the builder -----------------------------------------------------------------------
 class _StoredArray:
     """One array (pixels or masks) being written: its records and where their bytes go.
@@ -144,7 +179,7 @@ class Builder:
 
     def __init__(self, tmp_path, *, spatial_ndim, layout, tile, compression, compression_opts,
                  checksum, planned_shapes=None, check_finite=False, label_block=None,
-                 channel_stats=False, provenance=None):
+                 channel_stats=False, provenance=None, on_bytes=None, warn_axes=True, count_labels=False):
         self.tmp_path = tmp_path
         self.ndim = spatial_ndim
         self.layout = layout
@@ -167,6 +202,9 @@ class Builder:
         self.h5 = fmt.create_h5(tmp_path)
         self.fd = os.open(tmp_path, os.O_RDWR)
         self.nbytes = 0
+        self.on_bytes = on_bytes  # called with the decoded bytes of each band written (progress)
+        self.warn_axes = warn_axes
+        self.label_totals = LabelCounts() if count_labels else None
         self._checksums = _Checksums()
 
     # records per image
@@ -230,13 +268,16 @@ class Builder:
         image = as_arraylike(image, "image", position)
         spatial, spec = describe_image(image, position, self.ndim)
         if self.spec is None:
+            message = axes_warning(image.shape, self.ndim, f"image {position}") if self.warn_axes else None
+            if message:
+                warn(message)
             self.spec = spec
             self.pixels = self._new_array(fmt.D_PIXELS, spec.dtype, spec.channels)
             if self.want_channel_stats:
 
                 self.channel_stats = ChannelStats(spec.channels, spec.dtype)
         else:
-            check_same(spec, self.spec, position)
+            check_same(spec, self.spec, position, spatial_ndim=self.ndim)
         if self.planned is not None and tuple(self.planned[position]) != tuple(spatial):
             raise ParameterError(
                 f"image {position} has spatial shape {spatial}, but its shape attribute said "
@@ -293,6 +334,10 @@ class Builder:
             checksums.update(band)
             if counter is not None:  # label counts (masks) or channel statistics (pixels)
                 counter.add(r0, band) if array.channels == 0 else counter.add(band)
+            if array.channels == 0 and self.label_totals is not None:
+                self.label_totals.add(band)
+            if self.on_bytes is not None:
+                self.on_bytes(band.nbytes)
             if not channel_axis:
                 band = band[..., None]
             if self.layout != "contiguous":
@@ -432,16 +477,23 @@ def _copy_range(src_fd: int, dst_fd: int, count: int, dst_offset: int) -> None:
 
 
 def write_file(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, layout="tiled",
-          tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
-          progress=None, check_finite=False, label_stats=False, channel_stats=False,
-          provenance=None) -> str:
-    """Write a store (see ``lazypatch.write_store``); returns the final path."""
+               tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
+               progress=None, check_finite=False, label_stats=False, channel_stats=False,
+               provenance=None, warn_axes=True, report=None) -> str:
+    """Write a store (see ``lazypatch.write_store``); returns the final path.
+
+    ``warn_axes``: warn when the first image looks channels-first (``build``
+    warns itself, naming the file). ``report``: a dict that receives
+    ``labels``, the pixels per mask label value.
+    """
+    given_tile = tile
     tile, compression_opts = check_options(
         spatial_ndim, layout, tile, compression, compression_opts, checksum
     )
     if not isinstance(channel_stats, bool):
         raise ParameterTypeError(f"channel_stats must be True or False, got {channel_stats!r}")
-    provenance_text = provenance_json(provenance, layout, tile, compression, compression_opts, checksum)
+    if provenance is not None and not isinstance(provenance, Mapping):
+        raise ParameterTypeError(f"provenance must be a dict, got {type(provenance).__name__}")
     target = check_target(path, overwrite)
     if images is None or isinstance(images, (str, bytes, Mapping)):
         raise ParameterTypeError(
@@ -458,22 +510,25 @@ def write_file(path, images, *, masks=None, names=None, meta=None, spatial_ndim=
         if not shapes:
             raise ParameterError("images is empty: a store needs at least one image")
         prevalidate(images, masks, spatial_ndim, shapes)
+        if given_tile is None and tile is not None:
+            tile = default_tile(shapes, spatial_ndim)
+    provenance_text = provenance_json(provenance, layout, tile, compression, compression_opts, checksum)
     show = progress if progress is not None else sys.stderr.isatty()
     remove_stale_temporaries(target)
     tmp = temporary_path(target)
     builder = None
     try:
-        builder = Builder(
-            tmp, spatial_ndim=spatial_ndim, layout=layout, tile=tile, compression=compression,
-            compression_opts=compression_opts, checksum=checksum, planned_shapes=shapes,
-            check_finite=check_finite, label_block=_label_block(label_stats, spatial_ndim, masks),
-            channel_stats=channel_stats, provenance=provenance_text,
-        )
-        bar = _progress_bar(show, len(shapes) if shapes is not None else None)
+        bar = _progress_bar(show, _planned_bytes(images, masks, spatial_ndim) if shapes is not None else None)
         try:
+            builder = Builder(
+                tmp, spatial_ndim=spatial_ndim, layout=layout, tile=tile, compression=compression,
+                compression_opts=compression_opts, checksum=checksum, planned_shapes=shapes,
+                check_finite=check_finite, label_block=_label_block(label_stats, spatial_ndim, masks),
+                channel_stats=channel_stats, provenance=provenance_text, on_bytes=bar.update,
+                warn_axes=warn_axes, count_labels=report is not None,
+            )
             for position, image, mask, name, image_meta in zip_inputs(images, masks, names, meta):
                 builder.add(position, image, mask, name, image_meta)
-                bar.update(1)
         finally:
             bar.close()
         builder.finish()
@@ -484,7 +539,29 @@ def write_file(path, images, *, masks=None, names=None, meta=None, spatial_ndim=
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if report is not None and builder.label_totals is not None:
+        report["labels"] = builder.label_totals.as_dict()
     return target
+
+
+def _planned_bytes(images, masks, spatial_ndim):
+    """Decoded bytes of every image and mask when their shapes and dtypes are known, else None."""
+    total = 0
+    for values in (images, masks):
+        if values is None:
+            continue
+        if not isinstance(values, Sequence) and hasattr(values, "shape") and hasattr(values, "dtype"):
+            total += int(np.prod(values.shape, dtype=np.int64)) * store_dtype(values.dtype).itemsize
+            continue
+        if not isinstance(values, Sequence) and not hasattr(values, "__len__"):
+            return None
+        try:
+            items = [values[k] for k in range(len(values))]
+            total += sum(int(np.prod(item.shape, dtype=np.int64)) * store_dtype(item.dtype).itemsize
+                         for item in items)
+        except (AttributeError, TypeError, IndexError, KeyError):
+            return None
+    return total
 
 
 def provenance_json(provenance, layout, tile, compression, compression_opts, checksum) -> str:
@@ -524,10 +601,11 @@ def _label_block(label_stats, spatial_ndim, masks):
 
 
 def _progress_bar(show: bool, total):
+    """A bar counting decoded bytes (``total`` when known), so that one large image moves it."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="image", desc="lazypatch write", disable=not show,
-                file=sys.stderr, leave=False)
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="lazypatch write",
+                disable=not show, file=sys.stderr, leave=False)
 
 
 def write_store(
@@ -577,7 +655,10 @@ def write_store(
         RAM). ``chunked`` stores one tile per HDF5 chunk, which compression
         and checksums need.
     tile : int or sequence of int, optional
-        Tile extent per axis (tiled and chunked); default 64 on every axis.
+        Tile extent per axis (tiled and chunked); default 64 on every axis,
+        except for thin volumes given as a sequence: when every volume has
+        fewer than 64 slices, the z extent is the deepest one's depth rounded
+        up to a power of two (5 slices: 8), which saves the padding of 64^3 tiles.
     compression : {None, "gzip", "lzf", "zstd", "lz4", "blosc", "bitshuffle"}
         Needs ``layout="chunked"``. The last four are codecs of the
         ``hdf5plugin`` package (``blosc`` is LZ4 with byte shuffle); the codec
@@ -594,7 +675,8 @@ def write_store(
         Replace an existing file at ``path``; otherwise refuse (also when a
         file appears at ``path`` while writing: it is never clobbered).
     progress : bool, optional
-        Show a progress bar; by default when stderr is a terminal.
+        Show a progress bar (of decoded bytes, so a single large image moves
+        it); by default when stderr is a terminal.
     check_finite : bool
         Reject float images holding NaN or infinity.
     label_stats : bool or int or sequence of int
@@ -635,6 +717,12 @@ def write_store(
         default handler (NOTE [termination]): the temporary files are removed
         first. Temporary files that a killed writer left beside ``path`` are
         removed by the next write of ``path`` (NOTE [stale temporaries]).
+
+    Warns
+    -----
+    LazypatchWarning
+        When the first image's last axis is longer than 16 and than a spatial
+        axis: it looks channels-first, or (2-D) like a volume.
 
     Examples
     --------

@@ -171,13 +171,17 @@ def companion_masks(paths) -> tuple:
 
 # -- one file ----------------------------------------------------------------------------
 class FileImage:
-    """One image file: ``shape`` and ``dtype`` from its header, pixels when sliced."""
+    """One image file: ``shape`` and ``dtype`` from its header, pixels when sliced.
+
+    ``mapping``, when set, is applied to every slice (``--mask-map``).
+    """
 
     def __init__(self, path: str, spatial_ndim: int = 2, mask: bool = False, pages=None):
         self.path = path
         self.spatial_ndim = spatial_ndim
         self.mask = mask
         self.pages = pages
+        self.mapping = None
         self._array = None
         self.ignored_pages, self.ignored_axes, self._tiff = 0, "", None
         try:
@@ -206,6 +210,11 @@ class FileImage:
         return image
 
     def __getitem__(self, key):
+        data = self._raw(key)
+        return data if self.mapping is None else self.mapping(data)
+
+    def _raw(self, key):
+        """A slice of the decoded pixels, before ``mapping``."""
         if self._array is None and self._rows is not None:
             if isinstance(key, slice) and key.step in (None, 1):
                 start, stop, _ = key.indices(self.shape[0])
@@ -314,7 +323,7 @@ class FileImages(Sequence):
 
 def _decode_checked(header: FileImage) -> np.ndarray:
     image = header._copy()
-    return np.ascontiguousarray(image[...])
+    return np.ascontiguousarray(image._raw(...))  # unmapped: the image maps its slices
 
 
 # -- formats -------------------------------------------------------------------------------

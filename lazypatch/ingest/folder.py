@@ -3,10 +3,11 @@ form of ``lazypatch build``.
 
 Two passes. The first reads headers only (shapes, dtypes, mask pairing),
 validates everything, reporting every bad file at once, and plans the
-output (``dry_run=True`` stops there and returns the plan). The second
-decodes and writes through :func:`~lazypatch.ingest.write_store`: PNG and
-JPEG decoded ahead in worker threads, one writer, a progress bar, and a
-summary (images, bytes, seconds, MB/s).
+output (``dry_run=True`` stops there and returns the plan); it decodes only a
+sample of the masks, to list their labels. The second decodes and writes
+through :func:`~lazypatch.ingest.write_store`: PNG and JPEG decoded ahead in
+worker threads, one writer, a progress bar of bytes, and a summary (images,
+bytes, seconds, MB/s, mask labels).
 
 Files are taken in code-point order of their path relative to the source, so
 building twice gives identical pixel, mask and table datasets.
@@ -16,26 +17,30 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
 from ..errors import ImageReadError, ParameterError, ParameterTypeError, StoreExistsError
-from ..grid import axis_tuple, is_int
+from ..grid import is_int
 from ..store import ImageStore
-from ..store import format as fmt
 from ._signals import cleans_up_on_termination
-from .builder import write_store
+from .builder import LabelCounts, write_file
 from .files import (IMAGE_KINDS, PAGES, FileImages, companion_masks, describe_skipped, list_images,
                     pair_masks, stem)
 from .shards import parse_size, shard_glob, shard_path, split_shards, stored_bytes
-from .validate import check_mask, check_options, check_same, describe_image
+from .validate import axes_warning, check_mask, check_options, check_same, default_tile, describe_image, warn
 
 __all__ = ["build", "DEFAULT_WORKERS"]
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 MAX_PROBLEMS = 20  # bad files listed in one error; the rest are counted
+LABEL_WARNING = 64  # more distinct mask values than this: probably not a label map
+_SAMPLE_MASKS = 16  # masks decoded in the header pass to list their labels...
+_SAMPLE_BYTES = 512 << 20  # ...at most this many decoded bytes in all
 
 
 def _flag(value, name: str) -> bool:
@@ -69,7 +74,7 @@ def _tile(value, spatial_ndim: int):
 
 @cleans_up_on_termination  # NOTE [termination] in lazypatch.ingest._signals
 def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched: bool = False,
-          layout: str = "tiled", tile=None, compression=None, compression_opts=None,
+          mask_map=None, layout: str = "tiled", tile=None, compression=None, compression_opts=None,
           checksum: bool = False, spatial_ndim=2, pages=None, stats: bool = False, label_stats: bool = False,
           shards=None, shard_size=None, shard_index=None, workers=DEFAULT_WORKERS,
           dry_run: bool = False, overwrite: bool = False, progress: bool = True, verbose: bool = False):
@@ -78,8 +83,9 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     The Python form of ``lazypatch build SOURCE OUTPUT``: each keyword is the
     command's long flag with ``-`` written ``_`` (``--no-progress`` is
     ``progress=False``), with the same defaults. Values may be given as the
-    command line writes them (``tile="64,64"``, ``shard_size="2GB"``) or in
-    their natural type (``tile=(64, 64)``, ``shard_size=2 * 10**9``).
+    command line writes them (``tile="64,64"``, ``shard_size="2GB"``,
+    ``mask_map="255=1"``) or in their natural type (``tile=(64, 64)``,
+    ``shard_size=2 * 10**9``, ``mask_map={255: 1}``).
 
     Parameters
     ----------
@@ -99,8 +105,12 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         Suffix of mask stems, e.g. ``"_mask"``.
     allow_unmatched : bool
         Leave out images with no mask or several (default: an error).
+    mask_map : dict or str, optional
+        Mask values to replace while writing, ``{255: 1}`` or ``"255=1,128=2"``.
     layout, tile, compression, compression_opts, checksum, spatial_ndim
-        As for :func:`~lazypatch.write_store`.
+        As for :func:`~lazypatch.write_store`. Without ``tile``, volumes
+        thinner than 64 slices get a z tile of their depth rounded up to a
+        power of two; the plan says what the tiles add (``overhead``).
     pages : {None, "channels", "z", "first"}
         What the pages of a multi-page TIFF are when its metadata does not say
         (tifffile's axis ``Q`` or ``I``): channels, z slices, or only the
@@ -132,7 +142,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     ImageStore or dict
         The new store, opened (every written shard as one store); with
         ``dry_run=True`` the plan as a dict: images, shapes, channels, the
-        files skipped, stored bytes, outputs.
+        files skipped, mask labels (``values`` and pixel ``counts`` in a
+        sample of the masks), tile, stored bytes and ``overhead``, outputs.
 
     Raises
     ------
@@ -151,6 +162,12 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     SystemExit
         ``Terminated`` on SIGTERM or SIGHUP, after removing the temporary
         files (see :func:`~lazypatch.write_store`).
+
+    Warns
+    -----
+    LazypatchWarning
+        The first image looks channels-first or like a volume read as 2-D;
+        masks are JPEG files; the sampled masks hold more than 64 values.
 
     Examples
     --------
@@ -181,9 +198,11 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         _flag(v, n) for v, n in ((checksum, "checksum"), (stats, "stats"), (label_stats, "label_stats"),
                                  (allow_unmatched, "allow_unmatched"), (dry_run, "dry_run"),
                                  (overwrite, "overwrite"), (progress, "progress"), (verbose, "verbose")))
+    given_tile = tile
     tile, compression_opts = check_options(spatial_ndim, layout, tile, compression, compression_opts, checksum)
     if pages is not None and pages not in PAGES:
         raise ParameterError(f"--pages (pages) must be one of {', '.join(PAGES)}, got {pages!r}")
+    mask_map = parse_mask_map(mask_map)
     if workers < 0:
         raise ParameterError(f"--workers (workers) must be 0 or more, got {workers}")
     if shards is not None and shard_size is not None:
@@ -195,6 +214,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         raise ParameterError("--allow-unmatched needs --masks FOLDER (allow_unmatched= needs masks=)")
     if label_stats and not masks:
         raise ParameterError("--label-stats counts mask labels: it needs --masks FOLDER (label_stats= needs masks=)")
+    if mask_map and not masks:
+        raise ParameterError("--mask-map maps mask labels: it needs --masks FOLDER (mask_map= needs masks=)")
     _check_output(output)
 
     listing = list_images(source)
@@ -237,7 +258,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
             first, first_position = spec, position
         else:
             try:
-                check_same(spec, first, position, first_position)
+                check_same(spec, first, position, first_position, spatial_ndim)
             except ParameterError as exc:
                 problems.append(ParameterError(f"{paths[position]!r}: {exc} (image {first_position} is "
                                                f"{paths[first_position]!r})"))
@@ -248,14 +269,26 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
             except ParameterError as exc:
                 problems.append(ParameterError(f"{mask_paths[position]!r}: {exc} (its image is "
                                                f"{paths[position]!r})"))
+    if mask_dtype is not None and mask_map:
+        mapping = label_mapper(mask_map, mask_dtype)
+        for mask in mask_images.headers:
+            if mask is not None:
+                mask.mapping = mapping
+    labels = None
+    if mask_images is not None and not problems:
+        labels = _sample_labels(mask_images, problems)
     if problems:
         raise _problems_error(problems, source)
+    _warn_about_axes(images.headers[first_position], spatial_ndim)
+    if mask_paths:
+        _warn_about_masks(mask_paths, labels)
 
     shapes = np.array(shapes, np.int64)
-    stored_tile = tile if tile is not None else axis_tuple(fmt.DEFAULT_TILE[spatial_ndim], spatial_ndim, "tile")
-    per_image = stored_bytes(shapes, first.channels, first.dtype.itemsize, layout, stored_tile)
+    if given_tile is None and tile is not None:
+        tile = default_tile(shapes, spatial_ndim)
+    per_image = stored_bytes(shapes, first.channels, first.dtype.itemsize, layout, tile)
     if mask_images is not None:
-        per_image = per_image + stored_bytes(shapes, 1, mask_dtype.itemsize, layout, stored_tile)
+        per_image = per_image + stored_bytes(shapes, 1, mask_dtype.itemsize, layout, tile)
     sharded = shards is not None or size is not None
     ranges = split_shards(per_image, shards, size) if sharded else [(0, len(paths))]
     outputs = [shard_path(output, k, len(ranges)) for k in range(len(ranges))] if sharded else [output]
@@ -264,8 +297,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         if not 0 <= shard_index < len(ranges):
             raise ParameterError(f"--shard-index (shard_index) must be within [0, {len(ranges)}), got {shard_index}")
         chosen = [shard_index]
-    plan = _plan(source, layout, images, shapes, first, mask_dtype, report, per_image, ranges, outputs, chosen,
-                 listing, root)
+    plan = _plan(source, layout, tile, images, mask_images, shapes, first, mask_dtype, report, per_image,
+                 ranges, outputs, chosen, listing, root, labels)
     if verbose:
         print(_plan_text(plan, dry_run))
     if dry_run:
@@ -276,20 +309,24 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                                                  "to replace it", outputs[k])
 
     # pass 2: decode and write
-    written = 0
+    written, counted = 0, {}
     command = " ".join(["lazypatch"] + sys.argv[1:]) if sys.argv[1:2] == ["build"] else "lazypatch build"
     for k in chosen:
         a, b = ranges[k]
         provenance = {"command": command, "source": os.path.abspath(source),
                       "masks": os.path.abspath(masks) if masks else None,
                       "shard": [k, len(ranges)], "first_image": int(a), "mask_suffix": mask_suffix}
+        if mask_map:
+            provenance["mask_map"] = {str(key): value for key, value in mask_map.items()}
+        written_report = {}
         try:
-            store = write_store(
+            path = write_file(
                 outputs[k], images.part(a, b), masks=mask_images.part(a, b) if mask_images else None,
                 names=names[a:b], spatial_ndim=spatial_ndim, layout=layout, tile=tile,
                 compression=compression, compression_opts=compression_opts, checksum=checksum,
                 overwrite=overwrite, progress=None if progress else False, channel_stats=stats,
-                label_stats=label_stats, provenance=provenance,
+                label_stats=label_stats, provenance=provenance, warn_axes=False,
+                report=written_report if mask_images is not None else None,
             )
         except BaseException:
             done = [outputs[j] for j in chosen[:chosen.index(k)]]
@@ -298,8 +335,9 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                       f"({', '.join(done)}); shard {k} failed: fix it, then finish with "
                       f"--shard-index {k} (and each later one)", file=sys.stderr)
             raise
-        written += os.path.getsize(store.path)
-        store.close()
+        written += os.path.getsize(path)
+        for value, count in written_report.get("labels", {}).items():
+            counted[value] = counted.get(value, 0) + count
     seconds = time.perf_counter() - started
     if verbose:
         source_bytes = sum(images.headers[j].nbytes for k in chosen for j in range(*ranges[k]))
@@ -307,9 +345,72 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         print(f"wrote {count} images ({source_bytes / 1e6:,.1f} MB of pixels, {written / 1e6:,.1f} MB "
               f"on disk) in {seconds:.1f} s, {source_bytes / 1e6 / max(seconds, 1e-9):,.0f} MB/s: "
               + ", ".join(outputs[k] for k in chosen))
+        if counted:
+            print(f"mask labels: {_labels_text(list(counted), list(counted.values()), share=True)}")
         if len(ranges) > 1:
             print(f"open them as one store: ImageStore(sorted(glob.glob({shard_glob(output, len(ranges))!r})))")
     return ImageStore([outputs[k] for k in chosen] if len(chosen) > 1 else outputs[chosen[0]])
+
+
+def parse_mask_map(value):
+    """``{old: new}`` from a dict or the CLI's ``"255=1,128=2"``; None stays None.
+
+    >>> parse_mask_map("255=1, 128=2")
+    {255: 1, 128: 2}
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        pairs = {}
+        for part in value.replace(" ", ",").split(","):
+            if not part:
+                continue
+            key, sep, new = part.partition("=")
+            if not sep or not _is_int_text(key) or not _is_int_text(new):
+                raise ParameterError(f"--mask-map (mask_map) must be OLD=NEW pairs of integers separated "
+                                     f"by commas, such as '255=1' or '1=0,2=1', got {value!r}")
+            pairs[int(key)] = int(new)
+        value = pairs
+    if not isinstance(value, Mapping):
+        raise ParameterTypeError(f"mask_map must be a dict {{old: new}} or a string such as '255=1', "
+                                 f"got {type(value).__name__}")
+    for key, new in value.items():
+        if not is_int(key) or not is_int(new):
+            raise ParameterTypeError(f"mask_map must map integers to integers, got {key!r}: {new!r}")
+    if not value:
+        raise ParameterError("mask_map (--mask-map) is empty; give OLD=NEW pairs such as '255=1'")
+    return {int(key): int(new) for key, new in value.items()}
+
+
+def _is_int_text(text: str) -> bool:
+    return re.fullmatch(r"\s*-?[0-9]+\s*", text) is not None
+
+
+def label_mapper(mask_map: dict, dtype):
+    """A function replacing mask values as ``mask_map`` says, checked against the masks' dtype.
+
+    >>> label_mapper({255: 1}, np.dtype(np.uint8))(np.array([0, 255, 7], np.uint8)).tolist()
+    [0, 1, 7]
+    """
+    dtype = np.dtype(dtype)
+    low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for key, new in mask_map.items():
+        for what, value in (("value", key), ("new label", new)):
+            if not low <= value <= high:
+                raise ParameterError(f"mask_map (--mask-map) {key}={new}: the {what} {value} is outside "
+                                     f"what {dtype.name} masks hold ({low}..{high})")
+    if dtype.kind == "u" and dtype.itemsize <= 2:
+        table = np.arange(1 << (8 * dtype.itemsize), dtype=dtype)
+        table[list(mask_map)] = list(mask_map.values())
+        return lambda mask: table[mask]
+
+    def apply(mask):
+        out = np.array(mask, copy=True)
+        for key, new in mask_map.items():  # every test on the original values: swaps work
+            out[mask == key] = new
+        return out
+
+    return apply
 
 
 def _masks_beside_images(paths, source, masks, mask_suffix):
@@ -368,6 +469,52 @@ def _problems_error(problems, source):
                 + "\n  ".join(lines))
 
 
+def _sample_labels(mask_images, problems):
+    """Label values and pixel counts of up to 16 masks spread over the list (at most 512 MiB)."""
+    headers = mask_images.headers
+    picks = sorted(set(np.linspace(0, len(headers) - 1, min(len(headers), _SAMPLE_MASKS)).round().astype(int)))
+    counts, read, used = LabelCounts(), 0, 0
+    for position in picks:
+        header = headers[position]
+        if used + header.nbytes > _SAMPLE_BYTES:
+            continue
+        try:
+            counts.add(np.asarray(header._copy()[...]))
+        except ImageReadError as exc:
+            problems.append(exc)
+            continue
+        read, used = read + 1, used + header.nbytes
+    totals = counts.as_dict()
+    return {"values": list(totals), "counts": list(totals.values()), "masks_read": read,
+            "masks": len(headers)}
+
+
+def _labels_text(values, counts, share=False, limit=12) -> str:
+    total = max(sum(counts), 1)
+    shown = [f"{v} ({100 * c / total:.1f}%)" if share else f"{v} ({c:,} px)" for v, c in zip(values, counts)]
+    more = f" ... {len(values)} values in all" if len(values) > limit else ""
+    return ", ".join(shown[:limit]) + more
+
+
+def _warn_about_axes(header, spatial_ndim) -> None:
+    message = axes_warning(header.shape, spatial_ndim, repr(header.path))
+    if message:
+        warn(message)
+
+
+def _warn_about_masks(mask_paths, labels) -> None:
+    jpeg = [p for p in mask_paths if p.lower().endswith((".jpg", ".jpeg"))]
+    if jpeg:
+        warn(f"{len(jpeg)} of the {len(mask_paths)} masks are JPEG files, e.g. {jpeg[0]!r}: JPEG is lossy and "
+             "puts values between the labels (a 0/255 mask becomes many labels); save masks as PNG or TIFF. "
+             "--mask-map (mask_map=) replaces label values, e.g. --mask-map 255=1")
+    if labels is not None and len(labels["values"]) > LABEL_WARNING:
+        warn(f"the masks hold {len(labels['values'])} distinct values ({labels['masks_read']} of "
+             f"{labels['masks']} masks read), more than the {LABEL_WARNING} a label map usually has: are "
+             "they images, or masks saved lossy (JPEG)? Save masks as PNG or TIFF; --mask-map (mask_map=) "
+             "replaces label values, e.g. --mask-map 255=1")
+
+
 def _relative(paths, root) -> list:
     return [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
 
@@ -390,21 +537,27 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} B"
 
 
-def _plan(source, layout, images, shapes, spec, mask_dtype, report, per_image, ranges, outputs, chosen,
-          listing, root) -> dict:
+def _plan(source, layout, tile, images, mask_images, shapes, spec, mask_dtype, report, per_image, ranges,
+          outputs, chosen, listing, root, labels) -> dict:
+    decoded = int(sum(h.nbytes for h in images.headers))
+    if mask_images is not None:
+        decoded += int(sum(h.nbytes for h in mask_images.headers))
     return {
         "source": source, "images": len(images), "layout": layout,
+        "tile": None if tile is None else [int(t) for t in tile],
         "dtype": spec.dtype.name, "channels": spec.channels, "channel_axis": bool(spec.channel_axis),
         "shape_min": shapes.min(axis=0).tolist(),
         "shape_median": np.median(shapes, axis=0).astype(int).tolist(),
         "shape_max": shapes.max(axis=0).tolist(),
         "mask_dtype": None if mask_dtype is None else mask_dtype.name,
         "masks": None if report is None else {key: report[key] for key in report},
+        "mask_labels": labels,
         "skipped": {"files": _relative(listing.skipped, root), "hidden": listing.hidden},
         "stacks": [h.path for h in images.headers if h.ignored_pages > 0],
         "ignored_axes": "".join(sorted({a for h in images.headers if h.ignored_pages > 0 for a in h.ignored_axes})),
-        "decoded_bytes": int(sum(h.nbytes for h in images.headers)),
+        "decoded_bytes": decoded,
         "stored_bytes": int(per_image.sum()),
+        "overhead": round(float(per_image.sum()) / max(decoded, 1), 3),
         "outputs": [{"path": outputs[k], "images": [int(ranges[k][0]), int(ranges[k][1])],
                      "stored_bytes": int(per_image[ranges[k][0]:ranges[k][1]].sum())} for k in chosen],
         "shards": len(ranges),
@@ -420,6 +573,10 @@ def _plan_text(plan: dict, dry_run: bool) -> str:
         lines.append(f"skipped {describe_skipped(skipped['files'], skipped['hidden'])}")
     if plan["mask_dtype"] is not None:
         lines.append(f"masks: {plan['images']} paired by stem ({plan['mask_dtype']})")
+    labels = plan["mask_labels"]
+    if labels is not None and labels["masks_read"]:
+        sample = "" if labels["masks_read"] == labels["masks"] else f" in {labels['masks_read']} of {labels['masks']} masks"
+        lines.append(f"mask labels{sample}: {_labels_text(labels['values'], labels['counts'])}")
     if plan["stacks"]:
         axes = plan["ignored_axes"]
         why = [f"pages along TIFF axis {a} after the first are not read" for a in axes if a != "Z"]
@@ -438,8 +595,10 @@ def _plan_text(plan: dict, dry_run: bool) -> str:
                 lines.append(f"{len(report[key])} {what}: {shown}{' ...' if len(report[key]) > 5 else ''}")
         if report["hint"]:
             lines.append(report["hint"])
-    lines.append(f"about {_size(plan['stored_bytes'])} in layout {plan['layout']!r} "
-                 f"({_size(plan['decoded_bytes'])} of decoded pixels)")
+    tile = "" if plan["tile"] is None else f" with tiles {'x'.join(map(str, plan['tile']))}"
+    lines.append(f"about {_size(plan['stored_bytes'])} in layout {plan['layout']!r}{tile} "
+                 f"({_size(plan['decoded_bytes'])} of decoded pixels: "
+                 f"{plan['stored_bytes'] / max(plan['decoded_bytes'], 1):.2f}x stored)")
     for entry in plan["outputs"]:
         a, b = entry["images"]
         lines.append(f"  {entry['path']}: images {a}..{b - 1}, about {_size(entry['stored_bytes'])}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError, ParameterTypeError
+from ..errors import LazypatchWarning, ParameterError, ParameterTypeError
 from ..grid import axis_tuple, describe_shape, is_int
 from ..store import format as fmt
 
@@ -113,7 +113,8 @@ def describe_image(image, position: int, spatial_ndim: int):
     return spatial, ImageSpec(store_dtype(dtype), channels, channel_axis)
 
 
-def check_same(spec: ImageSpec, first: ImageSpec, position: int, first_position: int = 0) -> None:
+def check_same(spec: ImageSpec, first: ImageSpec, position: int, first_position: int = 0,
+               spatial_ndim: int = 2) -> None:
     """The image at ``position`` agrees with the one at ``first_position`` on dtype and channels."""
     if spec.dtype != first.dtype:
         raise ParameterError(
@@ -127,10 +128,69 @@ def check_same(spec: ImageSpec, first: ImageSpec, position: int, first_position:
             f"image {first_position} {kinds[first.channel_axis]}, image {position} {kinds[spec.channel_axis]}"
         )
     if spec.channels != first.channels:
+        volumes = ""
+        if spatial_ndim == 2 and max(spec.channels, first.channels) > 4:
+            volumes = ("; if these are volumes (Z, Y, X) of different sizes, pass spatial_ndim=3 "
+                       "(--spatial-ndim 3)")
         raise ParameterError(
             f"all images must have the same number of channels: image {first_position} has "
-            f"{first.channels}, image {position} has {spec.channels}"
+            f"{first.channels}, image {position} has {spec.channels}{volumes}"
         )
+
+
+# an image whose last axis is longer than this and than a spatial axis looks channels-first
+AXES_WARNING_CHANNELS = 16
+
+
+def axes_warning(shape, spatial_ndim: int, what: str):
+    """The message of a likely misread axis order, or None.
+
+    An image (..., C) whose C is above 16 and above one of its spatial axes is
+    more likely channels-first (C, H, W) or, with ``spatial_ndim=2``, a volume
+    (Z, Y, X).
+
+    >>> axes_warning((64, 128, 128), 2, "image 0").split(";")[0]
+    'image 0 has shape (64, 128, 128), read as 64x128 pixels with 128 channels (channels last)'
+    >>> axes_warning((512, 512, 3), 2, "image 0") is None
+    True
+    """
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != spatial_ndim + 1:
+        return None
+    channels, spatial = shape[-1], shape[:-1]
+    if channels <= AXES_WARNING_CHANNELS or channels <= min(spatial):
+        return None
+    size = "x".join(str(v) for v in spatial)
+    volume = ("a volume (Z, Y, X): pass spatial_ndim=3 (--spatial-ndim 3), or " if spatial_ndim == 2 else "")
+    return (f"{what} has shape {shape}, read as {size} pixels with {channels} channels (channels "
+            f"last); its last axis is longer than {AXES_WARNING_CHANNELS} and than axis "
+            f"{spatial.index(min(spatial))}, as in {volume}channels first: move them last "
+            f"(np.moveaxis(image, 0, -1)) before writing")
+
+
+def warn(message: str) -> None:
+    """A LazypatchWarning pointing at the first caller outside lazypatch."""
+    import warnings
+
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("lazypatch."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, LazypatchWarning, stacklevel=level)
+
+
+def default_tile(shapes, spatial_ndim: int) -> tuple:
+    """The tile when none is given: 64 per axis; a z extent of the deepest volume
+    rounded up to a power of two when every volume is thinner than 64.
+
+    >>> default_tile([(5, 300, 400), (3, 200, 200)], 3), default_tile([(100, 64, 64)], 3)
+    ((8, 64, 64), (64, 64, 64))
+    """
+    tile = axis_tuple(fmt.DEFAULT_TILE[spatial_ndim], spatial_ndim, "tile")
+    if spatial_ndim == 3 and len(shapes):
+        deepest = int(max(int(s[0]) for s in shapes))
+        if deepest < tile[0]:
+            tile = (1 << max(deepest - 1, 0).bit_length(),) + tuple(tile[1:])
+    return tile
 
 
 def check_mask(mask, spatial, position: int, first_dtype):
@@ -235,7 +295,7 @@ def prevalidate(images, masks, spatial_ndim, shapes) -> None:
         if first is None:
             first = spec
         else:
-            check_same(spec, first, position)
+            check_same(spec, first, position, spatial_ndim=spatial_ndim)
         if mask_list is not None and position < len(mask_list) and mask_list[position] is not None:
             mask = as_arraylike(mask_list[position], "mask", position)
             mask_dtype = check_mask(mask, spatial, position, mask_dtype)
