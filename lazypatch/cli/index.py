@@ -26,6 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--intensity", default="otsu", help="'otsu' or a number (with --from intensity)")
     parser.add_argument("--brighter", action="store_true", help="foreground is brighter than the threshold")
     parser.add_argument("--out", help="sidecar path (default: next to the store)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (--foreground)")
 
 
 def run(args) -> int:
@@ -48,7 +49,7 @@ def run(args) -> int:
     intensity = args.intensity if args.intensity == "otsu" else float(args.intensity)
     path = foreground_filter(store, args.patch, args.stride, args.edge, threshold=args.threshold,
                              source=args.source, intensity=intensity, darker=not args.brighter,
-                             path=args.out)
+                             path=args.out, progress=False if args.no_progress else None)
     with h5py.File(path, "r") as f:
         kept, total = int(f.attrs["kept"]), int(f.attrs["patches"])
     print(f"wrote {path}: keeps {kept} of {total} patches ({kept / max(total, 1):.1%}); use "
