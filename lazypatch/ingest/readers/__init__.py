@@ -43,12 +43,14 @@ from ._base import ImageReader
 from ._choose import READERS, choose_reader, open_image, reader_class
 from ._numpy import NumpyReader
 from ._pillow import PillowReader
+from ._tifffile import TiffReader
 
 __all__ = [
     "READERS",
     "ImageReader",
     "NumpyReader",
     "PillowReader",
+    "TiffReader",
     "choose_reader",
     "open_image",
     "reader_class",
