@@ -42,6 +42,7 @@ The keys of the middle three lines are present only where the source has them.
 from ._base import ImageReader
 from ._choose import READERS, choose_reader, open_image, reader_class
 from ._numpy import NumpyReader
+from ._openslide import OpenSlideReader
 from ._pillow import PillowReader
 from ._tifffile import TiffReader
 
@@ -49,6 +50,7 @@ __all__ = [
     "READERS",
     "ImageReader",
     "NumpyReader",
+    "OpenSlideReader",
     "PillowReader",
     "TiffReader",
     "choose_reader",

@@ -15,6 +15,7 @@ from ._base import ImageReader
 
 # reader -> (its module in this package, its class)
 _CLASSES = {
+    "openslide": ("_openslide", "OpenSlideReader"),
     "tifffile": ("_tifffile", "TiffReader"),
     "pillow": ("_pillow", "PillowReader"),
     "numpy": ("_numpy", "NumpyReader"),
