@@ -41,6 +41,7 @@ The keys of the middle three lines are present only where the source has them.
 
 from ._base import ImageReader
 from ._choose import READERS, choose_reader, open_image, reader_class
+from ._nibabel import NiftiReader
 from ._numpy import NumpyReader
 from ._openslide import OpenSlideReader
 from ._pillow import PillowReader
@@ -49,6 +50,7 @@ from ._tifffile import TiffReader
 __all__ = [
     "READERS",
     "ImageReader",
+    "NiftiReader",
     "NumpyReader",
     "OpenSlideReader",
     "PillowReader",

@@ -17,6 +17,7 @@ from ._base import ImageReader
 _CLASSES = {
     "openslide": ("_openslide", "OpenSlideReader"),
     "tifffile": ("_tifffile", "TiffReader"),
+    "nibabel": ("_nibabel", "NiftiReader"),
     "pillow": ("_pillow", "PillowReader"),
     "numpy": ("_numpy", "NumpyReader"),
 }
