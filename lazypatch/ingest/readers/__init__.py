@@ -45,10 +45,12 @@ from ._nibabel import NiftiReader
 from ._numpy import NumpyReader
 from ._openslide import OpenSlideReader
 from ._pillow import PillowReader
+from ._pydicom import DicomReader
 from ._tifffile import TiffReader
 
 __all__ = [
     "READERS",
+    "DicomReader",
     "ImageReader",
     "NiftiReader",
     "NumpyReader",

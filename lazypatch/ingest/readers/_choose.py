@@ -18,6 +18,7 @@ _CLASSES = {
     "openslide": ("_openslide", "OpenSlideReader"),
     "tifffile": ("_tifffile", "TiffReader"),
     "nibabel": ("_nibabel", "NiftiReader"),
+    "pydicom": ("_pydicom", "DicomReader"),
     "pillow": ("_pillow", "PillowReader"),
     "numpy": ("_numpy", "NumpyReader"),
 }
