@@ -46,6 +46,7 @@ from ._numpy import NumpyReader
 from ._openslide import OpenSlideReader
 from ._pillow import PillowReader
 from ._pydicom import DicomReader
+from ._rasterio import RasterioReader
 from ._tifffile import TiffReader
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "NumpyReader",
     "OpenSlideReader",
     "PillowReader",
+    "RasterioReader",
     "TiffReader",
     "choose_reader",
     "open_image",

@@ -19,6 +19,7 @@ _CLASSES = {
     "tifffile": ("_tifffile", "TiffReader"),
     "nibabel": ("_nibabel", "NiftiReader"),
     "pydicom": ("_pydicom", "DicomReader"),
+    "rasterio": ("_rasterio", "RasterioReader"),
     "pillow": ("_pillow", "PillowReader"),
     "numpy": ("_numpy", "NumpyReader"),
 }
