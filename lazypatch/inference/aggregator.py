@@ -11,6 +11,19 @@ weights of the patches that did.
 Out of core: with ``out="preds.h5"`` every finished image is written to an
 HDF5 file (atomically, like a store) and dropped from memory; fed in grid
 order, only the images in flight are held.
+
+NOTE [aggregator grid]: predictions can only be stitched on the grid they were
+made on. ``PatchAggregator.from_dataset`` takes a dataset's whole grid (patch
+size, stride, edge, images, filter) and refuses any other. Built by hand, the
+aggregator's ``edge`` defaults to ``"shift"`` where ``PatchDataset``'s
+defaults to ``"drop"``, on purpose: an aggregator makes whole images, and
+``"shift"`` is the one edge that covers every pixel with patches inside the
+image, so an aggregator fed from its own index (or from a shift dataset) has
+no NaN. The two defaults cannot meet silently: a shift or pad dataset's border
+patches are off a drop aggregator's grid (an error naming the origin), and a
+drop dataset leaves a shift or pad aggregator's images without exactly their
+border patches, never complete; such images are recognized when they are
+finished and named in a LazypatchWarning that gives the fix.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import weakref
 
 import numpy as np
 
-from ..errors import ParameterError, ParameterTypeError, StoreExistsError
+from ..errors import LazypatchWarning, ParameterError, ParameterTypeError, StoreExistsError
 from ..grid import check_edge, is_int
 from ..index import PatchIndex, as_int_array
 from ..store import ImageStore
@@ -73,7 +86,10 @@ class PatchAggregator:
         Where the spatial shapes of the images come from.
     patch_size, stride, edge
         The grid the predictions were made on (see :class:`PatchIndex`).
-        ``edge`` defaults to ``"shift"``, which covers every pixel.
+        ``edge`` defaults to ``"shift"``, which covers every pixel, where
+        :class:`~lazypatch.PatchDataset` defaults to ``"drop"``: for a
+        dataset's predictions use :meth:`from_dataset`, which takes its grid
+        (NOTE [aggregator grid] in this module says why and what guards it).
     mode : {"average", "gaussian", "hann", "crop"}
         How overlapping predictions are weighted: equally; by a Gaussian
         (``sigma = sigma_scale * patch``) or a Hann window centred on the
@@ -84,22 +100,34 @@ class PatchAggregator:
     out : str or os.PathLike, optional
         An HDF5 file for the results: each finished image is written as the
         float32 dataset ``predictions/<image id>`` of shape (C, *spatial) and
-        dropped from memory; the file's attributes record ``patch_size``,
-        ``stride``, ``edge`` and ``mode``. It is published atomically by
+        dropped from memory, with attributes ``image_id`` and ``name`` (the
+        image's name in the store; its number without a store); the file's
+        attributes record ``patch_size``, ``stride``, ``edge`` and ``mode``,
+        and its datasets ``image_ids`` the images aggregated and ``names`` /
+        ``name_offsets`` their names (UTF-8, back to back, as in a store:
+        name k is ``names[name_offsets[k]:name_offsets[k + 1]]``). It is
+        published atomically by
         :meth:`close` (or leaving the ``with`` block); an exception, or an
         aggregator dropped unclosed, leaves nothing. Default: in RAM.
     overwrite : bool
         Replace an existing ``out`` file (when closed). Default: an existing
         file is an error, and the store the shapes come from never is ``out``.
-    image_ids : sequence of int, optional
-        The grid covers only these images (as with ``PatchDataset(image_ids=)``);
-        ``image_id`` values passed to :meth:`add` are still the store's.
+    image_ids : sequence of int or str, optional
+        The grid covers only these images (as with ``PatchDataset(image_ids=)``),
+        by number or by name (``store.names``; names need a store);
+        ``image_id`` values passed to :meth:`add` are still the store's numbers.
+    filter : path, optional
+        The foreground filter the predictions' dataset was built with
+        (``PatchDataset(filter=)``; needs the store): an image is complete,
+        finished and dropped from memory, when all its kept patches have
+        arrived; a patch the filter drops is an error.
 
     Raises
     ------
     ParameterError, ParameterTypeError
-        A bad grid, ``mode``, ``sigma_scale`` or ``overwrite``, or ``out``
-        naming the store itself.
+        A bad grid, ``mode``, ``sigma_scale`` or ``overwrite``, ``out``
+        naming the store itself, an unknown image name, or names or a
+        ``filter`` without a store.
     StoreExistsError
         ``out`` exists and ``overwrite`` is false (checked at construction).
     FileNotFoundError, IsADirectoryError
@@ -112,7 +140,8 @@ class PatchAggregator:
     Pixels that no patch covers (``edge="drop"``) are NaN, and ``result``
     warns with their count (a RuntimeWarning); with ``out``, :meth:`close`
     warns when the file holds NaN pixels or lacks images that received no
-    patch.
+    patch. Images finished missing exactly the border patches a drop grid
+    lacks give a LazypatchWarning (NOTE [aggregator grid]).
 
     Memory: only images with some but not all of their patches added are
     held (``in_flight`` counts them), at 4 x C bytes per pixel. Fed in grid
@@ -133,7 +162,7 @@ class PatchAggregator:
 
     def __init__(self, store_or_shapes, patch_size, *, stride=None, edge: str = "shift",
                  mode: str = "average", out=None, image_ids=None, sigma_scale: float = 0.125,
-                 overwrite: bool = False):
+                 overwrite: bool = False, filter=None):
         shapes, names = self._shapes_of(store_or_shapes)
         if not isinstance(overwrite, bool):
             raise ParameterTypeError(f"overwrite must be True or False, got {overwrite!r}")
@@ -145,7 +174,7 @@ class PatchAggregator:
         self.mode = mode
         self._full = full = PatchIndex(shapes, patch_size, stride, edge)
         if image_ids is not None:
-            image_ids = as_int_array(image_ids, "image_ids").reshape(-1)
+            image_ids = self._image_numbers(image_ids, names)
             self.index = full.subset(image_ids)
             self._local = {int(i): k for k, i in enumerate(image_ids.tolist())}
             self.image_ids = image_ids
@@ -156,6 +185,19 @@ class PatchAggregator:
         self.patch_size, self.stride, self.edge = full.patch_size, full.stride, full.edge
         self._shapes = self.index.shapes
         self._names = names
+        self.filter = None if filter is None else os.fspath(filter)
+        self._kept = None  # the filter's FilteredIndex over the full grid
+        self._expected = self.index.counts  # per image, the patches that make it complete
+        if filter is not None:
+            if names is None:
+                raise ParameterError(f"filter={self.filter!r} needs the store it was computed for; "
+                                     "this aggregator was given shapes: pass the store")
+            from ..stats.foreground import load_filter
+
+            self._kept = load_filter(names, self.filter, full)
+            self._expected = self._kept.counts if self._local is None else self._kept.counts[self.image_ids]
+        self._mismatched = []  # store ids of images finished missing exactly their border patches
+        self._mismatch_warned = False
         self._windows = [_window(mode, p, sigma_scale) for p in self.patch_size]
         self.channels = None
         self._sums = {}  # image (local id) -> float32 (C, *shape) weighted sums
@@ -169,12 +211,46 @@ class PatchAggregator:
         if out is not None:
             self._open_out(os.fspath(out), overwrite)
 
+    @staticmethod
+    def _image_numbers(image_ids, store) -> np.ndarray:
+        """``image_ids`` as the store's numbers: names resolved through the store."""
+        if isinstance(image_ids, (str, bytes)):
+            raise ParameterTypeError(f"image_ids must be a sequence of image numbers or names, got {image_ids!r}")
+        if isinstance(image_ids, (list, tuple)) and any(isinstance(k, str) for k in image_ids):
+            if store is None:
+                names = [k for k in image_ids if isinstance(k, str)]
+                raise ParameterError(f"image_ids: names ({names[0]!r}, ...) need a store; this aggregator "
+                                     "was given shapes: pass image numbers, or the store")
+            return store.image_ids_of(image_ids)
+        return as_int_array(image_ids, "image_ids").reshape(-1)
+
     @classmethod
     def from_dataset(cls, dataset, **options) -> "PatchAggregator":
-        """An aggregator on a PatchDataset's grid (store, patch, stride, edge, images)."""
-        options.setdefault("stride", dataset.stride)
-        options.setdefault("edge", dataset.edge)
-        return cls(dataset.store, dataset.patch_size, image_ids=dataset.image_ids, **options)
+        """An aggregator on a PatchDataset's grid: its store, ``patch_size``, ``stride``,
+        ``edge``, ``image_ids`` and ``filter``, exactly.
+
+        ``options`` are the others (``mode``, ``out``, ``sigma_scale``,
+        ``overwrite``). A grid option is an error: predictions are stitched
+        on the grid they were made on (NOTE [aggregator grid]).
+
+        >>> import tempfile, os
+        >>> from lazypatch import PatchDataset, write_store
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
+        >>> _ = write_store(path, [np.zeros((40, 50), np.uint8)], progress=False)
+        >>> agg = PatchAggregator.from_dataset(PatchDataset(path, 16, stride=12))
+        >>> agg.patch_size, agg.stride, agg.edge
+        ((16, 16), (12, 12), 'drop')
+        """
+        grid = [k for k in ("store_or_shapes", "patch_size", "stride", "edge", "image_ids", "filter")
+                if k in options]
+        if grid:
+            raise ParameterError(
+                "from_dataset takes the dataset's grid (patch_size, stride, edge, image_ids, filter); got "
+                + ", ".join(f"{k}={options[k]!r}" for k in grid)
+                + f" for a dataset with patch_size={dataset.patch_size}, stride={dataset.stride}, "
+                f"edge={dataset.edge!r}: build the dataset on the grid you want")
+        return cls(dataset.store, dataset.patch_size, stride=dataset.stride, edge=dataset.edge,
+                   image_ids=dataset.image_ids, filter=dataset.filter, **options)
 
     @staticmethod
     def _shapes_of(source):
@@ -211,7 +287,16 @@ class PatchAggregator:
         self._h5.attrs["stride"] = self.stride
         self._h5.attrs["edge"] = self.edge
         self._h5.attrs["mode"] = self.mode
+        fmt.write_dataset(self._h5, "image_ids", np.asarray(self.image_ids, np.int64))
+        blob, offsets = fmt.pack_texts([self._name(k) for k in range(len(self.image_ids))])
+        fmt.write_dataset(self._h5, fmt.D_NAMES, blob)
+        fmt.write_dataset(self._h5, fmt.D_NAME_OFFSETS, offsets)
         self._h5.create_group("predictions")
+
+    def _name(self, image: int) -> str:
+        """The name of an image (local number): the store's, or its number without a store."""
+        image_id = int(self.image_ids[image])
+        return self._names.names[image_id] if self._names is not None else str(image_id)
 
     def close(self) -> None:
         """Finish every image still in flight and publish the out file (if any)."""
@@ -230,6 +315,7 @@ class PatchAggregator:
             self._discard.detach()
             self._h5 = None
             self._warn_incomplete()
+        self._warn_mismatch(stacklevel=4)  # once published: a warning turned error loses nothing
 
     def _warn_incomplete(self) -> None:
         """Say what the published file lacks: NaN pixels, images no patch reached."""
@@ -244,6 +330,20 @@ class PatchAggregator:
             if missing:
                 parts.append(f"{missing} images received no patch and are not in the file")
             warnings.warn(f"{self._out_path}: " + "; ".join(parts), RuntimeWarning, stacklevel=4)
+
+    def _warn_mismatch(self, stacklevel: int) -> None:
+        """Name the images finished without their border patches (NOTE [aggregator grid])."""
+        if not self._mismatched or self._mismatch_warned:
+            return
+        self._mismatch_warned = True
+        ids = self._mismatched
+        warnings.warn(
+            f"{len(ids)} images (image {ids[0]} first) received every patch of the grid with "
+            f"edge='drop' and none of the border patches this aggregator's edge={self.edge!r} "
+            "adds, so their borders are NaN: the predictions look made on a PatchDataset with "
+            "edge='drop' (its default). Build the aggregator on the dataset's grid, "
+            "PatchAggregator.from_dataset(dataset), or pass edge='drop'",
+            LazypatchWarning, stacklevel=stacklevel)
 
     def __enter__(self) -> "PatchAggregator":
         return self
@@ -289,6 +389,8 @@ class PatchAggregator:
         local = self._local_ids(image_ids)
         # origins off the grid: a ParameterError naming the store's image id
         flat = self._full.flat_index(image_ids, origins)
+        if self._kept is not None:
+            self._kept.flat_index(image_ids, origins)  # a patch the filter drops: a ParameterError
         self.channels = int(predictions.shape[1])
         first = flat - (self._full.offsets - self._full.counts)[image_ids]
         if self.mode == "average":  # every weight is 1: the predictions are added as they are
@@ -331,7 +433,7 @@ class PatchAggregator:
             )
         count = int(self.index.counts[image])
         self._received[image] = received = bytearray(count)
-        self._missing[image] = count
+        self._missing[image] = int(self._expected[image])
         shape = tuple(int(v) for v in self._shapes[image])
         self._sums[image] = np.zeros((self.channels,) + shape, np.float32)
         return received
@@ -393,7 +495,21 @@ class PatchAggregator:
                 target += weights[(k,) + tuple(slice(0, n) for n in target.shape)]
         return total
 
+    def _border_patches_missing(self, image: int) -> bool:
+        """Whether the patches missing are exactly those a drop grid lacks (NOTE [aggregator grid])."""
+        if self.edge == "drop" or self._kept is not None:
+            return False
+        received = np.frombuffer(self._received[image], np.uint8).astype(bool)
+        start = int(self.index.offsets[image] - self.index.counts[image])
+        origins = self.index.locate(np.arange(start, start + len(received)))[1]
+        on_drop = ((origins % np.asarray(self.stride) == 0).all(axis=1)
+                   & (origins + np.asarray(self.patch_size) <= self._shapes[image]).all(axis=1))
+        return bool(on_drop.any() and (~on_drop).any() and received[on_drop].all()
+                    and not received[~on_drop].any())
+
     def _finish(self, image: int) -> None:
+        if image not in self._complete and self._border_patches_missing(image):
+            self._mismatched.append(int(self.image_ids[image]))
         sums = self._sums.pop(image)
         weight = self._weight_sum(image)
         self._received.pop(image)
@@ -405,7 +521,9 @@ class PatchAggregator:
         result = np.divide(sums, weight, out=sums)
         if self._h5 is not None:
             image_id = int(self.image_ids[image])
-            fmt.write_dataset(self._h5["predictions"], str(image_id), result)
+            dataset = fmt.write_dataset(self._h5["predictions"], str(image_id), result)
+            dataset.attrs["image_id"] = image_id
+            dataset.attrs["name"] = fmt.attribute(self._name(image))
             self._uncovered[image_id] = int(uncovered.sum())
             self._done[image] = True
         else:
@@ -413,17 +531,24 @@ class PatchAggregator:
 
     # -- results -----------------------------------------------------------------------------
     def result(self, image_id):
-        """The blended (C, *spatial) float32 tensor of one image (finishing it if needed)."""
+        """The blended (C, *spatial) float32 tensor of one image (finishing it if needed),
+        by the store's number or by name."""
         import torch
 
+        if isinstance(image_id, str):
+            if self._names is None:
+                raise ParameterError(f"image_id {image_id!r}: a name needs a store; this aggregator "
+                                     "was given shapes: pass the image's number")
+            image_id = int(self._names.image_ids_of([image_id], "image_id")[0])
         if not is_int(image_id):
-            raise ParameterTypeError(f"image_id must be an integer, got {image_id!r}")
+            raise ParameterTypeError(f"image_id must be an integer or an image name, got {image_id!r}")
         image = int(self._local_ids(np.asarray([image_id]))[0]) if self._local else int(image_id)
         if not 0 <= image < self.index.num_images:
             raise ParameterError(f"image id {image_id} is out of range for {self.index.num_images} images")
         if image not in self._done:
             if image in self._sums:
                 self._finish(image)
+                self._warn_mismatch(stacklevel=3)
             else:
                 shape = tuple(int(v) for v in self._shapes[image])
                 self._done[image] = np.full(((self.channels or 1),) + shape, np.nan, np.float32)
