@@ -210,7 +210,11 @@ def test_tiff_stack_as_3d(tmp_path, capsys):
     store = ImageStore(out)
     assert store.spatial_ndim == 3 and np.array_equal(store.read(0), volume)
     capsys.readouterr()
-    assert main(["build", str(folder), str(tmp_path / "first.h5"), "--no-progress"]) == 0
+    # tifffile's QYX pages may be channels or slices: in 2-D the build asks (--pages), see
+    # tests/ingest/test_tiff_files.py; with --pages first it reads the first page, and says so
+    assert main(["build", str(folder), str(tmp_path / "ask.h5"), "--no-progress"]) == 1
+    assert "--pages channels, --pages z" in capsys.readouterr().err
+    assert main(["build", str(folder), str(tmp_path / "first.h5"), "--pages", "first", "--no-progress"]) == 0
     assert "1 multi-page TIFF(s), e.g. " in capsys.readouterr().out  # 2-D: the first page, said so
     assert np.array_equal(ImageStore(tmp_path / "first.h5").read(0), volume[0])
 
