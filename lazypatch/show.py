@@ -4,7 +4,9 @@
 one figure: on the left one image with the patch grid over it, the sampled
 patches of that image highlighted; on the right a grid of random patches from
 the whole store (or dataset), each titled with its image and origin, the mask
-overlaid when the store has masks. :func:`to_display` turns any image or
+overlaid when the store has masks, with a legend of the label colours under
+the panels. The image is chosen by number or name, the channels displayed
+(one, gray, or three, RGB) with ``channels``. :func:`to_display` turns any image or
 patch array into something ``imshow`` shows faithfully.
 
 matplotlib is imported inside the functions that draw, never at import time,
@@ -37,6 +39,7 @@ _MAX_RECTANGLES = 256  # more grid positions than this are drawn as lines
 _LOCATE_LIMIT = 4096  # an image with more patches is drawn as lines without locating them
 _MAX_LINES = 128  # lines per axis; a denser grid draws every k-th line
 _MASK_COLORS = 10  # labels 1, 2, ... cycle through tab10 (distinct hues; tab20 pairs look alike)
+_MASK_ALPHA = 0.4  # the overlay's, and its legend's, opacity
 
 
 # -- the command line ------------------------------------------------------------------
@@ -44,7 +47,7 @@ _MASK_COLORS = 10  # labels 1, 2, ... cycle through tab10 (distinct hues; tab20 
 
 # -- the notebook function -------------------------------------------------------------
 def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples: int = 16,
-         seed: int = 0, out=None, dpi: float = 100, figsize=FIGSIZE):
+         seed: int = 0, out=None, dpi: float = 100, figsize=FIGSIZE, channels=None):
     """Draw an image with its patch grid, and a grid of random sample patches.
 
     Parameters
@@ -54,9 +57,10 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
         (``patch_size``, ``stride``, ``edge``, ``image_ids``, ``filter``): the
         samples come from its patches only. Images are shown as stored: the
         dataset's ``transform``, ``dtype`` and ``normalize`` are not applied.
-    image : int, optional
-        The store's number of the image drawn with its grid. Default: 0, or
-        the first image of a dataset restricted by ``image_ids``.
+    image : int or str, optional
+        The image drawn with its grid: the store's number, or its name
+        (``store.names``). Default: 0, or the first image of a dataset
+        restricted by ``image_ids``.
     patch_size, stride, edge
         The grid (see :class:`~lazypatch.PatchIndex`); leave them ``None``
         with a dataset. ``patch_size`` defaults, per axis, to the smaller of
@@ -74,6 +78,11 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
         Resolution of the figure and of the saved picture.
     figsize : (float, float)
         Width and height in inches; the PNG is ``figsize * dpi`` pixels.
+    channels : int or sequence of int, optional
+        The store's channels to display: one (gray) or three (red, green,
+        blue), e.g. ``(3, 2, 1)`` for a false-colour picture of a
+        multispectral store. Default: the first 3, or the first (see
+        :func:`to_display`).
 
     Returns
     -------
@@ -84,8 +93,9 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
     Raises
     ------
     ParameterError, ParameterTypeError
-        A bad ``samples``, ``seed``, ``dpi``, ``figsize``, grid, or a grid
-        parameter given together with a dataset.
+        A bad ``samples``, ``seed``, ``dpi``, ``figsize``, ``channels``, grid,
+        a grid parameter given together with a dataset, or an ``image`` name
+        the store does not have (or has several times).
     PatchIndexError
         ``image`` is not an image of the store (or of the dataset).
 
@@ -95,7 +105,8 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
     own 1st and 99th percentiles, the sample panels by percentiles shared by
     all samples, so they compare. Masks are overlaid at alpha 0.4 with label 0
     left transparent and labels 1, 2, ... cycling through the 10 colours of
-    ``tab10``.
+    ``tab10``; a legend under the panels gives each colour drawn with the
+    labels it shows (``1, 11`` when both are drawn).
 
     A large image is shown decimated to at most 1,024 pixels per axis (every
     k-th pixel, read row by row; see NOTE [bounded reads]): the whole image is
@@ -109,7 +120,7 @@ def show(store, image=None, patch_size=None, stride=None, edge=None, *, samples:
     each sampled patch; the grid and the outlined samples drawn over the image
     are projected onto (y, x).
     """
-    figure, _ = render(store, image, patch_size, stride, edge, samples, seed, dpi, figsize)
+    figure, _ = render(store, image, patch_size, stride, edge, samples, seed, dpi, figsize, channels)
     if out is not None:
         save_figure(figure, out, dpi)
     return figure
@@ -250,10 +261,17 @@ class _Source:
         if self.opened:
             self.store.close()
 
-    def local(self, image) -> int:
-        """The index's number of a store image (they differ for a dataset with image_ids)."""
+    def number(self, image) -> int:
+        """The store's number of ``image``, given by number or by name."""
+        if isinstance(image, str):
+            return int(self.store.image_ids_of([image], "image")[0])
         if not is_int(image):
-            raise ParameterTypeError(f"image must be an integer, got {type(image).__name__} {image!r}")
+            raise ParameterTypeError(
+                f"image must be an integer, got {type(image).__name__} {image!r} (or an image name, a str)")
+        return int(image)
+
+    def local(self, image: int) -> int:
+        """The index's number of a store image (they differ for a dataset with image_ids)."""
         if not 0 <= image < len(self.store):
             raise PatchIndexError(f"image {image} is out of range for a store of {len(self.store)} images")
         if self.image_ids is None:
@@ -270,6 +288,32 @@ class _Source:
     def store_ids(self, local: np.ndarray) -> np.ndarray:
         return local if self.image_ids is None else self.image_ids[local]
 
+    def check_channels(self, channels) -> None:
+        """Keep the channels to display (one or three of the store's), checked."""
+        self.channels = _check_channels(channels, self.store.channels)
+
+    def shown(self, pixels: np.ndarray) -> np.ndarray:
+        """The channels to display of a channels-last view."""
+        return pixels if self.channels is None else pixels[..., list(self.channels)]
+
+
+def _check_channels(channels, count: int):
+    if channels is None:
+        return None
+    items = (channels,) if is_int(channels) else channels
+    if isinstance(items, (str, bytes)) or not isinstance(items, (tuple, list, np.ndarray)):
+        raise ParameterTypeError(f"channels must be a channel number or a sequence of them, got {channels!r}")
+    items = tuple(items.tolist() if isinstance(items, np.ndarray) else items)
+    if not all(is_int(c) for c in items):
+        raise ParameterTypeError(f"channels must be channel numbers (integers), got {channels!r}")
+    if len(items) not in (1, 3):
+        raise ParameterError(f"channels must name 1 channel (gray) or 3 (red, green, blue), got {len(items)}: "
+                             f"{tuple(int(c) for c in items)}")
+    bad = [int(c) for c in items if not 0 <= c < count]
+    if bad:
+        raise ParameterError(f"channels: channel {bad[0]} is out of range for a store of {count} channels "
+                             f"(0 to {count - 1}), got {tuple(int(c) for c in items)}")
+    return tuple(int(c) for c in items)
 
 def _check_options(samples, seed, dpi, figsize) -> None:
     if not is_int(samples) or samples < 1:
@@ -288,7 +332,7 @@ def _is_positive_number(value) -> bool:
             and math.isfinite(value) and value > 0)
 
 
-def render(source, image, patch_size, stride, edge, samples, seed, dpi, figsize):
+def render(source, image, patch_size, stride, edge, samples, seed, dpi, figsize, channels=None):
     """(Figure, facts for the command line's summary line)."""
     _check_options(samples, seed, dpi, figsize)
     try:
@@ -298,10 +342,12 @@ def render(source, image, patch_size, stride, edge, samples, seed, dpi, figsize)
                           "(or 'lazypatch[test]')") from exc
     source = _Source(source, patch_size, stride, edge)
     try:
+        source.check_channels(channels)
         if image is None:
             image = 0 if source.image_ids is None else int(source.image_ids[0])
+        image = source.number(image)
         local = source.local(image)
-        return _draw(source, int(image), local, samples, seed, dpi, figsize)
+        return _draw(source, image, local, samples, seed, dpi, figsize)
     finally:
         source.close()
 
@@ -321,18 +367,22 @@ def _draw(source: _Source, image: int, local: int, samples: int, seed: int, dpi,
     FigureCanvasAgg(figure)
     columns = max(1, math.ceil(math.sqrt(len(flat))))  # a filter may keep no patch at all
     rows = max(1, math.ceil(len(flat) / columns))
-    layout = GridSpec(1, 2, figure=figure, left=0.05, right=0.98, bottom=0.06, top=0.88, wspace=0.12)
+    bottom = 0.13 if store.has_masks else 0.06  # room for the legend of the mask colours
+    layout = GridSpec(1, 2, figure=figure, left=0.05, right=0.98, bottom=bottom, top=0.88, wspace=0.12)
     image_axes = figure.add_subplot(layout[0, 0])
     cells = layout[0, 1].subgridspec(rows, columns, wspace=0.08, hspace=0.35)
     sample_axes = [figure.add_subplot(cells[k // columns, k % columns]) for k in range(len(flat))]
 
     facts = _draw_image(image_axes, source, image, local,
                         sample_origins[sample_ids == image])
-    _draw_samples(sample_axes, source, sample_ids, sample_origins)
-    facts.update(samples=len(flat), total=len(index))
+    labels = facts.pop("labels") | _draw_samples(sample_axes, source, sample_ids, sample_origins)
+    if labels:
+        _legend(figure, labels)
+    facts.update(samples=len(flat), total=len(index), channels=source.channels)
+    shown = f" (shown: {', '.join(map(str, source.channels))})" if source.channels is not None else ""
     figure.suptitle(f"{os.path.basename(store.path)}"
                     f"{f' (+{len(store.paths) - 1} shards)' if len(store.paths) > 1 else ''}: "
-                    f"{len(store)} images, {store.channels} x {store.dtype.name}, "
+                    f"{len(store)} images, {store.channels} x {store.dtype.name}{shown}, "
                     f"{len(index)} patches of {describe_shape(index.patch_size)}; "
                     f"{len(flat)} random patches (seed {seed})", fontsize=10)
     return figure, facts
@@ -346,10 +396,9 @@ def _draw_image(axes, source: _Source, image: int, local: int, highlighted: np.n
     size = (1,) + shape[1:] if len(shape) == 3 else shape
     pixels, mask, step = _read_view(store, image, origin, size, _IMAGE_PIXELS)
     extent = (0, pixels.shape[1] * step, pixels.shape[0] * step, 0)
-    axes.imshow(to_display(pixels), cmap="gray", vmin=0, vmax=1, extent=extent,
+    axes.imshow(to_display(source.shown(pixels)), cmap="gray", vmin=0, vmax=1, extent=extent,
                 interpolation="nearest")
-    if mask is not None:
-        _overlay(axes, mask, extent)
+    labels = _overlay(axes, mask, extent) if mask is not None else set()
     height, width = shape[-2:]
 
     count = int(index.counts[local])
@@ -383,7 +432,7 @@ def _draw_image(axes, source: _Source, image: int, local: int, highlighted: np.n
     axes.set_title(f"image {image} {name!r}: {describe_shape(shape)}{where}{shown}\n"
                    f"{count} patches, stride {describe_shape(index.stride)}, "
                    f"edge={index.edge!r}; {drawn}, samples in yellow", fontsize=8)
-    return {"image": image, "name": name, "shape": shape, "patches": count,
+    return {"image": image, "name": name, "shape": shape, "patches": count, "labels": labels,
             "grid": tuple(int(v) for v in grid_counts(np.array([shape]), index.patch_size,
                                                       index.stride, index.edge)[0]),
             "patch_size": index.patch_size, "stride": index.stride, "edge": index.edge}
@@ -414,7 +463,8 @@ def _draw_lines(axes, lengths, index):
     return (ys[-1], xs[-1]), thinned
 
 
-def _draw_samples(axes_list, source: _Source, image_ids, origins) -> None:
+def _draw_samples(axes_list, source: _Source, image_ids, origins) -> set:
+    """The sample panels; the mask labels drawn."""
     store, patch = source.store, source.index.patch_size
     views = []
     for image_id, origin in zip(image_ids.tolist(), origins.tolist()):
@@ -422,34 +472,59 @@ def _draw_samples(axes_list, source: _Source, image_ids, origins) -> None:
             origin, size = (origin[0] + patch[0] // 2,) + tuple(origin[1:]), (1,) + patch[1:]
         else:
             origin, size = tuple(origin), patch
-        views.append(_read_view(store, image_id, origin, size, _SAMPLE_PIXELS,
-                                source.pad_value, source.mask_pad_value))
+        pixels, mask, step = _read_view(store, image_id, origin, size, _SAMPLE_PIXELS,
+                                        source.pad_value, source.mask_pad_value)
+        views.append((source.shown(pixels), mask, step))
     limits = None
     if views and store.dtype != np.uint8 and store.dtype.kind in "iuf":
         # one scale for every sample, so that they compare
         pixels = [_shown_channels(v[0]) for v in views]
         limits = _percentile_limits(np.concatenate([p.reshape(-1, p.shape[-1]) for p in pixels]))
     names = store.names
+    drawn = set()
     for axes, (pixels, mask, step), image_id, origin in zip(axes_list, views, image_ids.tolist(),
                                                             origins.tolist()):
         extent = (0, pixels.shape[1] * step, pixels.shape[0] * step, 0)
         axes.imshow(to_display(pixels, limits=limits), cmap="gray", vmin=0, vmax=1, extent=extent,
                     interpolation="nearest")
         if mask is not None:
-            _overlay(axes, mask, extent)
+            drawn |= _overlay(axes, mask, extent)
         name = names[image_id]
         name = name if len(name) <= 14 else name[:13] + "…"
         axes.set_title(f"#{image_id} {name}\n{tuple(origin)}", fontsize=6)
         axes.set_axis_off()
+    return drawn
 
 
-def _overlay(axes, mask: np.ndarray, extent) -> None:
+def _overlay(axes, mask: np.ndarray, extent) -> set:
+    """Overlay a mask (label 0 transparent); the labels drawn."""
     import matplotlib
 
-    labels = np.ma.masked_equal(mask.astype(np.int64), 0)
+    values = mask.astype(np.int64)
+    labels = np.ma.masked_equal(values, 0)
     labels = (labels - 1) % _MASK_COLORS
     axes.imshow(labels, cmap=matplotlib.colormaps["tab10"], vmin=-0.5, vmax=_MASK_COLORS - 0.5,
-                alpha=0.4, extent=extent, interpolation="nearest", gid="lazypatch-mask")
+                alpha=_MASK_ALPHA, extent=extent, interpolation="nearest", gid="lazypatch-mask")
+    return set(np.unique(values[values != 0]).tolist())
+
+
+def _legend(figure, labels: set) -> None:
+    """Under the panels: each mask colour drawn, with the labels it shows (at most 3 a colour)."""
+    import matplotlib
+    from matplotlib.patches import Patch
+
+    colours = matplotlib.colormaps["tab10"]
+    by_colour = {}
+    for label in sorted(labels):
+        by_colour.setdefault((label - 1) % _MASK_COLORS, []).append(label)
+    handles, texts = [], []
+    for colour, values in sorted(by_colour.items(), key=lambda item: item[1][0]):
+        handles.append(Patch(facecolor=colours(colour), alpha=_MASK_ALPHA, edgecolor=colours(colour)))
+        texts.append(", ".join(map(str, values[:3])) + (", …" if len(values) > 3 else ""))
+    legend = figure.legend(handles, texts, loc="lower center", ncol=len(handles), fontsize=7,
+                           title="mask labels", title_fontsize=7, frameon=False, handlelength=1.2,
+                           columnspacing=1.0)
+    legend.set_gid("lazypatch-legend")
 
 
 # NOTE [bounded reads]: an image may be far larger than RAM. A view of it keeps every
