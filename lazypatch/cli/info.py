@@ -26,6 +26,21 @@ def run(args) -> int:
         if key == "grid":
             for sub, subvalue in value.items():
                 print(f"{('grid.' + sub):<{width + 5}}  {subvalue}")
+        elif key == "names" and value is not None:
+            print(f"{key:<{width + 5}}  {_names(value)}")
         else:
             print(f"{key:<{width + 5}}  {value}")
     return 0
+
+
+def _names(names: dict) -> str:
+    """``12: a, b, c, …, x, y, z``: the count, the first and the last names (quoted if need be)."""
+    shown = [_quoted(n) for n in names["first"]]
+    if names["count"] > len(names["first"]) + len(names["last"]):
+        shown.append("…")
+    shown += [_quoted(n) for n in names["last"]]
+    return f"{names['count']}: " + ", ".join(shown)
+
+
+def _quoted(name: str) -> str:
+    return name if name and name.strip() == name and "," not in name and "…" not in name else repr(name)

@@ -7,12 +7,16 @@ import os
 
 import numpy as np
 
-from ..errors import ParameterTypeError
+from ..errors import ParameterTypeError, StoreFormatError
 from ..index import PatchIndex
 from ..store import ImageStore
+from ..store import format as fmt
+from . import labels
 from .channels import ChannelStats
 
 __all__ = ["describe"]
+
+NAMES_SHOWN = 3  # names listed at each end of the store
 
 
 def describe(store, patch=None, stride=None, edge="drop") -> dict:
@@ -29,11 +33,15 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     Returns
     -------
     dict
-        JSON-ready: ``images``, ``spatial_ndim``, ``shape_min`` /
+        JSON-ready: ``images``, ``names`` (``count``, the ``first`` 3 and the
+        ``last`` 3 others; None when the names table is damaged),
+        ``spatial_ndim``, ``shape_min`` /
         ``shape_median`` / ``shape_max``, ``dtype``, ``channels``, ``masks``,
         ``layout``, ``tile``, ``compression``, ``checksum``, ``read_path`` (which
         read path serves the store, and why), ``bytes_on_disk``, the format
-        version, ``provenance``, ``channel_stats`` when present, and with
+        version, ``provenance``, ``channel_stats`` (a summary, or None when
+        none is stored), ``label_stats`` (whether label statistics are stored,
+        in the store or its sidecar, for ClassSampler), and with
         ``patch`` a ``grid`` entry (``patches``, ``images_without_patches``,
         ``bytes_per_epoch``).
 
@@ -52,6 +60,8 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     >>> facts = describe(path, patch=32)
     >>> facts["images"], facts["shape_max"], facts["grid"]["patches"]
     (1, [100, 80], 6)
+    >>> facts["names"], facts["label_stats"]
+    ({'count': 1, 'first': ['0'], 'last': []}, False)
     """
     if not isinstance(store, ImageStore):
         if not isinstance(store, (str, os.PathLike, list, tuple)):
@@ -62,6 +72,7 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     facts = {
         "path": store.path,
         "images": len(store),
+        "names": _names(store),
         "spatial_ndim": store.spatial_ndim,
         "shape_min": shapes.min(axis=0).tolist(),
         "shape_median": np.median(shapes, axis=0).tolist(),
@@ -94,6 +105,7 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
                                   for k, values in ChannelStats.open(store).summary().items()}
     except FileNotFoundError:
         facts["channel_stats"] = None
+    facts["label_stats"] = _has_label_stats(store)
     if patch is not None:
         index = PatchIndex(shapes, patch, stride, edge)
         per_patch = int(np.prod(index.patch_size)) * store.channels * store.dtype.itemsize
@@ -106,6 +118,26 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
             "bytes_per_epoch": len(index) * per_patch,
         }
     return facts
+
+
+def _names(store):
+    """The count, the first NAMES_SHOWN names and the last NAMES_SHOWN others (None if damaged)."""
+    try:
+        names = store.names
+    except StoreFormatError:
+        return None
+    first = names[:NAMES_SHOWN]
+    return {"count": len(names), "first": first, "last": names[max(len(first), len(names) - NAMES_SHOWN):]}
+
+
+def _has_label_stats(store) -> bool:
+    """Whether LabelStats.open finds statistics: in every shard with one block, or a sidecar."""
+    groups = store.groups(fmt.G_LABEL_STATS)
+    if all(group is not None for group in groups):
+        block = np.asarray(groups[0].attrs["block"])
+        if all(np.array_equal(group.attrs["block"], block) for group in groups):
+            return True
+    return os.path.exists(labels.default_path(store))
 
 
 def _read_path(store) -> str:
