@@ -37,7 +37,7 @@ from ..stats.blocks import BlockCounter
 from ..stats.channels import ChannelStats
 from ._signals import termination_as_exception
 from .validate import (MISSING, ImageSpec, as_arraylike, axes_warning, check_mask, check_options, check_same,
-                       default_tile, describe_image, meta_text, planned_shapes, prevalidate, store_dtype, warn,
+                       default_tile, describe_image, geometry_text, meta_text, planned_shapes, prevalidate, store_dtype, warn,
                        zip_inputs)
 
 _SPOOL_COPY_CHUNK = 1 << 30
@@ -197,6 +197,7 @@ class Builder:
         self.spec = None
         self.mask_dtype = None
         self.shapes, self.crcs, self.mask_crcs, self.names, self.metas = [], [], [], [], []
+        self.geometries = []
         self.records = 0  # tiles (tiled, chunked) or pixels (contiguous) written so far
         self.pixels = self.masks = None
         self.h5 = fmt.create_h5(tmp_path)
@@ -264,7 +265,8 @@ class Builder:
             raise RuntimeError(f"HDF5 did not allocate {name!r}")
         return int(offset)
 
-    def add(self, position, image, mask, name, meta) -> None:
+    def add(self, position, image, mask, name, meta, geometry=None) -> None:
+        geometry = geometry if geometry is not None else getattr(image, "geometry", None)
         image = as_arraylike(image, "image", position)
         spatial, spec = describe_image(image, position, self.ndim)
         if self.spec is None:
@@ -308,6 +310,7 @@ class Builder:
         self.shapes.append(spatial)
         self.names.append(str(position) if name is None else name)
         self.metas.append(meta_text(meta, position))
+        self.geometries.append(geometry_text(geometry, position, image, self.ndim))
 
     def _bands(self, array: _StoredArray, spatial):
         """(start, stop) row ranges along the first axis, in write order: whole tile rows,
@@ -394,6 +397,9 @@ class Builder:
             blob, offsets = fmt.pack_texts(texts)
             fmt.write_dataset(h5, name, blob)
             fmt.write_dataset(h5, fmt.TEXTS[name], offsets)
+        blob, offsets = fmt.pack_texts(self.geometries)  # format 1.1
+        fmt.write_dataset(h5, fmt.D_GEOMETRY, blob, checksum=True)
+        fmt.write_dataset(h5, fmt.D_GEOMETRY_OFFSETS, offsets, checksum=True)
         info_crcs = [fmt.info_crc(n, m) for n, m in zip(self.names, self.metas)]
         fmt.write_dataset(h5, fmt.D_INFO_CRC, np.asarray(info_crcs, dtype=np.uint32))
         attrs = {
@@ -476,7 +482,7 @@ def _copy_range(src_fd: int, dst_fd: int, count: int, dst_offset: int) -> None:
 # -- input handling ------------------------------------------------------------------------
 
 
-def write_file(path, images, *, masks=None, names=None, meta=None, spatial_ndim=2, layout="tiled",
+def write_file(path, images, *, masks=None, names=None, meta=None, geometry=None, spatial_ndim=2, layout="tiled",
                tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
                progress=None, check_finite=False, label_stats=False, channel_stats=False,
                provenance=None, warn_axes=True, report=None) -> str:
@@ -527,8 +533,9 @@ def write_file(path, images, *, masks=None, names=None, meta=None, spatial_ndim=
                 channel_stats=channel_stats, provenance=provenance_text, on_bytes=bar.update,
                 warn_axes=warn_axes, count_labels=report is not None,
             )
-            for position, image, mask, name, image_meta in zip_inputs(images, masks, names, meta):
-                builder.add(position, image, mask, name, image_meta)
+            for position, image, mask, name, image_meta, image_geometry in zip_inputs(
+                    images, masks, names, meta, geometry):
+                builder.add(position, image, mask, name, image_meta, image_geometry)
         finally:
             bar.close()
         builder.finish()
@@ -615,6 +622,7 @@ def write_store(
     masks=None,
     names=None,
     meta=None,
+    geometry=None,
     spatial_ndim: int = 2,
     layout: str = "tiled",
     tile=None,
@@ -647,6 +655,13 @@ def write_store(
         One name per image (default: its position).
     meta : iterable of dict, optional
         Per-image metadata stored as JSON text (``ImageStore.meta``).
+    geometry : iterable of dict, optional
+        Per-image physical geometry (``ImageStore.geometry``): ``spacing`` (one
+        positive number per spatial axis, ``(z,) y, x``), ``unit`` (``"um"``,
+        ``"mm"``, ``"m"``, ``"deg"`` or None) and any of ``affine``, ``crs``,
+        ``transform``, ``level``, ``downsample``, ``source``. By default an image's
+        own ``geometry`` attribute (the readers of ``lazypatch.ingest.readers``
+        have one), else none.
     spatial_ndim : {2, 3}
     layout : {"tiled", "contiguous", "chunked"}
         ``tiled`` (default) stores fixed tiles as records at computable file
@@ -737,7 +752,7 @@ def write_store(
     """
     with termination_as_exception():  # NOTE [termination] in lazypatch.ingest._signals
         target = write_file(
-            path, images, masks=masks, names=names, meta=meta, spatial_ndim=spatial_ndim,
+            path, images, masks=masks, names=names, meta=meta, geometry=geometry, spatial_ndim=spatial_ndim,
             layout=layout, tile=tile, compression=compression, compression_opts=compression_opts,
             checksum=checksum, overwrite=overwrite, progress=progress, check_finite=check_finite,
             label_stats=label_stats, channel_stats=channel_stats, provenance=provenance,

@@ -211,11 +211,11 @@ def check_mask(mask, spatial, position: int, first_dtype):
     return dtype
 
 
-def meta_text(value, position: int) -> str:
+def meta_text(value, position: int, what: str = "meta") -> str:
     if value is None:
         return "{}"
     if not isinstance(value, Mapping):
-        raise ParameterTypeError(f"meta {position} must be a dict or None, got {type(value).__name__}")
+        raise ParameterTypeError(f"{what} {position} must be a dict or None, got {type(value).__name__}")
 
     def convert(obj):
         if isinstance(obj, np.generic):
@@ -227,7 +227,35 @@ def meta_text(value, position: int) -> str:
     try:
         return json.dumps(dict(value), default=convert, allow_nan=True, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise ParameterError(f"meta {position} cannot be stored as JSON: {exc}") from exc
+        raise ParameterError(f"{what} {position} cannot be stored as JSON: {exc}") from exc
+
+
+UNITS = ("um", "mm", "m", "deg", None)
+
+
+def geometry_text(value, position: int, image, spatial_ndim: int) -> str:
+    """One image's geometry as JSON: ``value``, else the image's own ``geometry`` (a reader's)."""
+    if value is None:
+        value = getattr(image, "geometry", None)
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise ParameterTypeError(f"geometry {position} must be a dict or None, got {type(value).__name__}")
+    value = dict(value)
+    spacing = value.get("spacing")
+    if spacing is not None:
+        try:
+            spacing = [float(v) for v in spacing]
+        except (TypeError, ValueError):
+            raise ParameterTypeError(f"geometry {position}: spacing must be {spatial_ndim} numbers, "
+                                     f"got {spacing!r}") from None
+        if len(spacing) != spatial_ndim or not all(v > 0 and np.isfinite(v) for v in spacing):
+            raise ParameterError(f"geometry {position}: spacing must be {spatial_ndim} positive numbers "
+                                 f"(one per spatial axis, (z,) y, x), got {value['spacing']!r}")
+        value["spacing"] = spacing
+    if value.get("unit") not in UNITS:
+        raise ParameterError(f"geometry {position}: unit must be one of {UNITS}, got {value.get('unit')!r}")
+    return meta_text(value, position, what="geometry")
 
 
 def planned_shapes(images, spatial_ndim):
@@ -258,11 +286,11 @@ def _iterate(values, what: str):
         raise ParameterTypeError(f"{what} must be iterable, got {type(values).__name__}") from None
 
 
-def zip_inputs(images, masks, names, meta):
-    """Yield (position, image, mask, name, meta); the optional inputs must match in length."""
+def zip_inputs(images, masks, names, meta, geometry=None):
+    """Yield (position, image, mask, name, meta, geometry); the optional inputs must match in length."""
     image_iter = _iterate(images, "images")
     others = {"masks": _iterate(masks, "masks"), "names": _iterate(names, "names"),
-              "meta": _iterate(meta, "meta")}
+              "meta": _iterate(meta, "meta"), "geometry": _iterate(geometry, "geometry")}
     position = -1
     for position, image in enumerate(image_iter):
         row = {}
@@ -277,7 +305,7 @@ def zip_inputs(images, masks, names, meta):
         name = row["names"]
         if name is not None and not isinstance(name, str):
             raise ParameterTypeError(f"names must be strings, got {type(name).__name__} at {position}")
-        yield position, image, row["masks"], name, row["meta"]
+        yield position, image, row["masks"], name, row["meta"], row["geometry"]
     for key, iterator in others.items():
         if iterator is not None and next(iterator, MISSING) is not MISSING:
             raise ParameterError(f"{key} has more entries than the {position + 1} images")

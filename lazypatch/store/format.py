@@ -12,8 +12,8 @@ Root attributes
 ==============================  ==================================================================
 ``lazypatch_format``            ``"lazypatch-store"``
 ``lazypatch_format_version``    ``1``; readers refuse any other major version
-``lazypatch_format_minor``      ``0``; additions within the major version; absent means 0, and
-                                readers refuse a newer minor than they know
+``lazypatch_format_minor``      ``1``; additions within the major version; absent means 0, and
+                                readers refuse a newer minor than they know (see Changes)
 ``lazypatch_version``           the library version that wrote the store
 ``layout``                      ``"tiled"``, ``"contiguous"`` or ``"chunked"``
 ``spatial_ndim``                2 or 3
@@ -57,6 +57,13 @@ dataset                                shape, type                      content
 ``meta``, ``meta_offsets``             uint8 bytes, (n + 1,) int64      the same for each image's meta JSON object
 ``info_crc32`` (optional)              (n,) uint32                      CRC32 of name i, a NUL byte and meta i
                                                                         (UTF-8), checked by ``verify``
+``geometry``, ``geometry_offsets``     uint8 bytes, (n + 1,) int64      1.1, optional (absent: no geometry):
+                                                                        each image's physical geometry as a JSON
+                                                                        object (``ImageStore.geometry``:
+                                                                        ``spacing`` in stored axis order, ``unit``,
+                                                                        ``affine``, ``crs``, ``transform``,
+                                                                        ``level``, ``downsample``, ``source``);
+                                                                        both carry a ``crc32`` attribute
 ``label_stats/*`` (optional)           int64                            per-block label counts: ``image_offsets``
                                                                         (n + 1,); ``blocks``, ``labels``,
                                                                         ``counts`` (rows,); rows of image i are
@@ -85,6 +92,13 @@ arrays. Channel planes in a tile make a batch come out as a contiguous
 (B, C, *patch) array with one copy. For ``chunked`` each chunk is one tile
 record, (1, C, *tile) or (1, *tile), with the codec's HDF5 filter (hdf5plugin
 filter ids in ``PLUGIN_COMPRESSIONS``) and fletcher32 when ``checksum`` is set.
+
+Changes
+-------
+Within version 1, each addition bumps the minor version; every earlier store keeps opening.
+
+- 1.0: the format above without the 1.1 items (lazypatch 0.1).
+- 1.1: the ``geometry`` text table and ``lazypatch_format_minor`` itself.
 
 Validation
 ----------
@@ -118,10 +132,10 @@ Examples
 >>> write_store(path, [np.zeros((100, 80, 3), np.uint8)], progress=False).close()
 >>> with h5py.File(path, "r") as f:
 ...     print(sorted(f))
-...     print(f.attrs[A_FORMAT].decode(), int(f.attrs[A_VERSION]), f.attrs[A_LAYOUT].decode())
+...     print(f.attrs[A_FORMAT].decode(), int(f.attrs[A_VERSION]), int(f.attrs[A_MINOR]), f.attrs[A_LAYOUT].decode())
 ...     print(f[D_TILE_OFFSETS][()].tolist(), f[D_PIXELS].shape, f[D_PIXELS].dtype)
-['crc32', 'info_crc32', 'meta', 'meta_offsets', 'name_offsets', 'names', 'pixels', 'shapes', 'tile_offsets']
-lazypatch-store 1 tiled
+['crc32', 'geometry', 'geometry_offsets', 'info_crc32', 'meta', 'meta_offsets', 'name_offsets', 'names', 'pixels', 'shapes', 'tile_offsets']
+lazypatch-store 1 1 tiled
 [0, 4] (4, 3, 64, 64) uint8
 """
 
@@ -140,7 +154,7 @@ from ..grid import ceil_div
 
 FORMAT_NAME = "lazypatch-store"
 FORMAT_VERSION = 1  # major: a reader refuses any other
-FORMAT_MINOR = 0  # additions: a reader refuses a newer minor of its major (absent: 0)
+FORMAT_MINOR = 1  # additions: a reader refuses a newer minor of its major (absent: 0)
 LAYOUTS = ("tiled", "contiguous", "chunked")
 COMPRESSIONS = ("gzip", "lzf")
 # codecs of the hdf5plugin package: name -> (HDF5 filter id, level range or None)
@@ -219,6 +233,10 @@ D_NAME_OFFSETS = "name_offsets"  # names[name_offsets[i]:name_offsets[i + 1]]
 D_META = "meta"  # the same for each image's meta JSON
 D_META_OFFSETS = "meta_offsets"
 TEXTS = {D_NAMES: D_NAME_OFFSETS, D_META: D_META_OFFSETS}
+D_GEOMETRY = "geometry"  # each image's physical geometry as JSON (format 1.1; optional)
+D_GEOMETRY_OFFSETS = "geometry_offsets"
+OPTIONAL_TEXTS = {D_GEOMETRY: D_GEOMETRY_OFFSETS}
+ALL_TEXTS = {**TEXTS, **OPTIONAL_TEXTS}
 G_CHANNEL_STATS = "channel_stats"  # group of ChannelStats, in the store or a sidecar
 G_LABEL_STATS = "label_stats"  # group of LabelStats rows, in the store or a sidecar
 D_INFO_CRC = "info_crc32"  # CRC32 of each image's name and meta text (optional in version 1)
@@ -258,13 +276,13 @@ def pack_texts(texts) -> tuple:
 def read_texts(f, name: str, path: str, start: int = 0, stop: int | None = None) -> list:
     """Strings ``start:stop`` of a packed text table, every offset checked before use."""
     blob = f[name]
-    count = f[TEXTS[name]].shape[0] - 1
+    count = f[ALL_TEXTS[name]].shape[0] - 1
     stop = count if stop is None else stop
-    offsets = np.asarray(f[TEXTS[name]][start:stop + 1], dtype=np.int64)
+    offsets = np.asarray(f[ALL_TEXTS[name]][start:stop + 1], dtype=np.int64)
     if (len(offsets) != stop - start + 1 or (start == 0 and offsets[0] != 0) or offsets[0] < 0
             or np.any(np.diff(offsets) < 0) or offsets[-1] > blob.shape[0]
             or (stop == count and offsets[-1] != blob.shape[0])):
-        raise StoreFormatError(f"{path!r}: table {TEXTS[name]!r} is damaged (offsets out of order or range)")
+        raise StoreFormatError(f"{path!r}: table {ALL_TEXTS[name]!r} is damaged (offsets out of order or range)")
     data = blob[offsets[0]:offsets[-1]].tobytes() if offsets[-1] > offsets[0] else b""
     base = int(offsets[0])
     try:
@@ -677,7 +695,8 @@ def _describe(f, path: str, stat) -> StoreInfo:
         table_ds = _dataset(f, table, path)
         if table_ds.shape != (num_images,) or table_ds.dtype != np.uint32:
             raise StoreFormatError(f"{path!r}: {table!r} must hold one uint32 per image")
-    for blob_name, offsets_name in TEXTS.items():
+    texts = {**TEXTS, **{k: v for k, v in OPTIONAL_TEXTS.items() if k in f}}
+    for blob_name, offsets_name in texts.items():
         blob, offsets_ds = _dataset(f, blob_name, path), _dataset(f, offsets_name, path)
         if (blob.ndim != 1 or blob.dtype != np.uint8 or offsets_ds.shape != (num_images + 1,)
                 or offsets_ds.dtype != np.int64):

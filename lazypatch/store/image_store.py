@@ -422,6 +422,38 @@ class ImageStore:
             raise StoreFormatError(f"{path!r}: the meta of image {image_id} is not a JSON object")
         return value
 
+    def geometry(self, image_id) -> dict:
+        """The physical geometry of one image, as its reader found it in the source.
+
+        Keys: ``spacing`` (a tuple of positive floats in stored axis order
+        ``(z,) y, x``, or None), ``unit`` (``"um"``, ``"mm"``, ``"m"``, ``"deg"`` or
+        None) and, where the source has them, ``affine`` (4 x 4, stored voxel index
+        ``(z, y, x, 1)`` to world coordinates), ``crs`` (WKT), ``transform`` (the six
+        terms of rasterio's ``Affine``), ``level``, ``downsample`` and ``source``
+        (``file``, ``reader``, ``reader_version``). Images without physical
+        metadata (PNG, arrays) give ``spacing`` and ``unit`` None.
+
+        >>> import numpy as np, tempfile, os
+        >>> from lazypatch import write_store
+        >>> store = write_store(os.path.join(tempfile.mkdtemp(), "s.h5"), [np.zeros((4, 4), np.uint8)],
+        ...                     progress=False)
+        >>> store.geometry(0)
+        {'spacing': None, 'unit': None}
+        """
+        shard, local = self._route(self._check_image_id(image_id))
+        path = self._shards[shard].info.path
+        h5 = self._get_handles(shard).h5
+        geometry = {"spacing": None, "unit": None}
+        if fmt.D_GEOMETRY in h5:
+            with fmt.damage_is_format_error(path, f"the geometry of image {image_id}"):
+                value = json.loads(fmt.read_texts(h5, fmt.D_GEOMETRY, path, local, local + 1)[0])
+            if not isinstance(value, dict):
+                raise StoreFormatError(f"{path!r}: the geometry of image {image_id} is not a JSON object")
+            geometry.update(value)
+        if geometry["spacing"] is not None:
+            geometry["spacing"] = tuple(float(v) for v in geometry["spacing"])
+        return geometry
+
     def has_table(self, name: str) -> bool:
         """Whether every shard holds the per-image table ``name`` (optional ones came later)."""
         return all(name in self._get_handles(n).h5 for n in range(len(self._shards)))

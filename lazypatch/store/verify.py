@@ -47,7 +47,7 @@ def verify(store, progress=None) -> list:
     for entry in damaged:
         entry["name"] = names[entry["image"]]
     damaged.sort(key=lambda entry: entry["image"])
-    return damaged + _statistics_damage(store)
+    return damaged + _statistics_damage(store) + _geometry_damage(store)
 
 
 def image_crc(store, image_id: int, mask: bool = False) -> int:
@@ -74,6 +74,25 @@ def _statistics_damage(store) -> list:
             except fmt.H5_DAMAGE as exc:
                 damaged.append({"image": None, "name": None, "what": "statistics",
                                 "reason": f"{path}: {group_name} unreadable ({exc})"})
+    return damaged
+
+
+def _geometry_damage(store) -> list:
+    """Damage to the geometry table (format 1.1; CRC32 per dataset)."""
+    damaged = []
+    for shard, path in enumerate(store.paths):
+        try:
+            h5 = store.group("/", shard)
+            for name in (fmt.D_GEOMETRY, fmt.D_GEOMETRY_OFFSETS):
+                if name in h5:
+                    dataset = h5[name]
+                    reason = fmt.crc_damage(dataset.name, dataset.attrs.get("crc32"), dataset[()])
+                    if reason is not None:
+                        damaged.append({"image": None, "name": None, "what": "geometry",
+                                        "reason": f"{path}: {reason}"})
+        except fmt.H5_DAMAGE as exc:
+            damaged.append({"image": None, "name": None, "what": "geometry",
+                            "reason": f"{path}: geometry unreadable ({exc})"})
     return damaged
 
 

@@ -276,7 +276,7 @@ CRAFTED = [
     pytest.param(_soft_link, r"'crc32' is a SoftLink", id="soft link"),
     pytest.param(_virtual, r"dataset 'shapes' uses external or virtual storage", id="virtual dataset"),
     pytest.param(_external_storage, r"dataset 'crc32' uses external or virtual storage", id="external storage"),
-    pytest.param(_version, r"store format version 2\.0, this lazypatch \(\S+\) reads versions 1\.0 to 1\.\d+ "
+    pytest.param(_version, r"store format version 2\.\d+, this lazypatch \(\S+\) reads versions 1\.0 to 1\.\d+ "
                            r"\(newer than this lazypatch", id="format version 2"),
     pytest.param(_minor_version, r"store format version 1\.99, this lazypatch \(\S+\) reads versions 1\.0 to "
                                  r"1\.\d+ \(newer than this lazypatch: upgrade it\)", id="format version 1.99"),
