@@ -267,5 +267,6 @@ def _affine(slices: list):
     affine[:3, 2] = row * column_spacing
     affine[:3, 3] = first.position
     affine[:2] *= -1  # LPS -> RAS
+    affine += 0.0  # no negative zeros (-0.0 from the flip) in the stored JSON
     spacing = (float(np.linalg.norm(step)), float(row_spacing), float(column_spacing))
     return affine, spacing
