@@ -338,8 +338,8 @@ def render(source, image, patch_size, stride, edge, samples, seed, dpi, figsize,
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ImportError("lazypatch show draws with matplotlib: pip install matplotlib "
-                          "(or 'lazypatch[test]')") from exc
+        raise ImportError('lazypatch show draws with matplotlib: pip install "lazypatch[show]" '
+                          "(or pip install matplotlib)") from exc
     source = _Source(source, patch_size, stride, edge)
     try:
         source.check_channels(channels)

@@ -94,7 +94,7 @@ def demo(out: str = "lazypatch-demo") -> int:
         overwrite=True,
     )
     print(f"wrote {path}: {len(store)} sample images from scikit-image with Otsu masks")
-    for key, value in describe(store, patch=64, stride=64).items():
+    for key, value in describe(store, patch=64, stride=48).items():
         if key == "grid":
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         print(f"  {key:<16} {value}")

@@ -65,6 +65,17 @@ class Listing(tuple):
         return listing
 
 
+
+def _library(module: str, package: str):
+    """``module``, imported now; when missing, an ImportError naming the extra that brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"reading these image files needs {package}: pip install \"lazypatch[images]\" "
+                          f"(or pip install {package})") from exc
+
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -186,7 +197,7 @@ class FileImage:
         self.ignored_pages, self.ignored_axes, self._tiff = 0, "", None
         try:
             self.shape, self.dtype, self._rows, self._tiff = _header(path, spatial_ndim, mask, pages)
-        except (ImageReadError, ParameterError):
+        except (ImageReadError, ParameterError, ImportError):  # a missing library is no bad file
             raise
         except Exception as exc:
             raise ImageReadError(f"cannot read image {path!r}: {exc}") from exc
@@ -223,6 +234,8 @@ class FileImage:
         if self._array is None:
             try:
                 array = _decode(self.path, self.mask, self._tiff)
+            except ImportError:
+                raise
             except Exception as exc:
                 raise ImageReadError(f"cannot decode image {self.path!r}: {exc}{_codec_hint(exc)}") from exc
             self._array = self._checked(array, ())
@@ -338,7 +351,7 @@ def _header(path: str, spatial_ndim: int, mask: bool = False, pages=None):
     if spatial_ndim == 3:
         raise ImageReadError(f"{path!r}: PNG and JPEG images are 2-D; spatial_ndim=3 takes TIFF "
                              f"stacks and .npy volumes")
-    from PIL import Image
+    Image = _library("PIL.Image", "Pillow")
 
     with Image.open(path) as image:
         width, height = image.size
@@ -359,7 +372,7 @@ def _decode(path: str, mask: bool = False, tiff=None) -> np.ndarray:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     if tiff is not None:
         return tiff.whole()
-    from PIL import Image
+    Image = _library("PIL.Image", "Pillow")
 
     with Image.open(path) as image:
         image.load()
@@ -503,14 +516,14 @@ class _TiffPlan:
         return flat.reshape(1, -1)
 
     def whole(self) -> np.ndarray:
-        import tifffile
+        tifffile = _library("tifffile", "tifffile")
 
         with tifffile.TiffFile(self.path) as tif:
             return self.select(tif.series[0].asarray())
 
 
 def _tiff_header(path: str, spatial_ndim: int, pages=None):
-    import tifffile
+    tifffile = _library("tifffile", "tifffile")
 
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
@@ -551,7 +564,7 @@ class _TiffRows:
         self._cached = {}
 
     def __call__(self, r0: int, r1: int) -> np.ndarray:
-        import tifffile
+        tifffile = _library("tifffile", "tifffile")
 
         samples = self.samples
         out = np.empty((r1 - r0, self.width, len(self.page_indices) * samples), self.dtype)
@@ -603,7 +616,7 @@ class _TiffPages:
         self.page_shape, self.dtype, self.planar = tuple(page_shape), np.dtype(dtype), planar
 
     def __call__(self, z0: int, z1: int) -> np.ndarray:
-        import tifffile
+        tifffile = _library("tifffile", "tifffile")
 
         if z1 <= z0:
             return np.empty((0,) + self.shape[1:], self.dtype)
