@@ -79,3 +79,13 @@ def test_readme_is_a_front_page():
     assert len(data) <= MAX_BYTES, f"README.md has {len(data)} bytes, at most {MAX_BYTES}"
     text = data.decode("utf-8")
     assert "DESIGN.md" not in text
+
+
+@pytest.mark.system
+def test_the_example_is_twenty_lines_that_print_what_they_did(tmp_path):
+    code, _ = blocks()[0]
+    assert len(code.strip().splitlines()) <= 20
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "patches of (128, 128), last batch (" in result.stdout
