@@ -52,8 +52,10 @@ class _BufferPool:
     (see NOTE [page-aligned buffers] in lazypatch.store.reading.gathers). The pool keeps 64 MiB, or
     three buffers of the size asked when that is more (the batch being
     read, the one the caller still holds, a spare): a batch of 256 patches
-    of 64^3 uint16 is 128 MiB, and reading it into fresh memory took 24.4
-    against 12.7 ms. Idle buffers of other sizes are dropped when a new size
+    of 64^3 uint16 is 128 MiB, and reading it into fresh memory took about
+    twice as long (``python tests/benchmarks/reference.py --size-gb 0.5 --ndim 3
+    --image-size 128 --channels 0 --dtype uint16 --only read_batch`` measures
+    the pooled path). Idle buffers of other sizes are dropped when a new size
     needs the room, so one large batch is not kept for ever.
     """
 

@@ -29,8 +29,10 @@ class ImageSearch:
     and a few vectorized halving steps cover the images a bucket spans (one
     step when images are as large as buckets). A plain binary search misses
     the caches on its last steps when the offsets outgrow them: at 10^6
-    images, batches of 256 random numbers, 24 against 60 us (two-level search
-    through every 64th offset) and 70 us (plain). With bucket spans too wide
+    images, batches of 256 random numbers, the bucket search took about a
+    third of the plain search's time when it was introduced (``python
+    tests/benchmarks/overheads.py`` measures locate at 10^6 images). With
+    bucket spans too wide
     (many images without patches), the plain search is used.
     """
 

@@ -196,8 +196,10 @@ MASK_KINDS = "biu"
 MAX_COMPACT_ATTRIBUTES = 64
 # NOTE [page-aligned data]: datasets of at least a MiB (pixels, masks) start on a page, so a
 # 12 KiB tile is 3 pages, not 4: a cold read moves a quarter fewer bytes (cold read_batch on
-# a 0.5 GB store: 44,225 against 32,190 patches/s, io=auto), and a warm gather into
-# page-aligned batch buffers is 5-10% faster. Chunks (usually smaller) are packed as before.
+# a 0.5 GB store: 44,225 against 32,190 patches/s, io=auto, from
+# python tests/benchmarks/reference.py --size-gb 0.5 --cold --only read_batch), and a warm
+# gather into page-aligned batch buffers is 5-10% faster. Chunks (usually smaller) are
+# packed as before.
 ALIGN_THRESHOLD = 1 << 20
 PAGE_ALIGNMENT = 4096
 LOCK_ERRNOS = {errno.EAGAIN, errno.EACCES, errno.ENOLCK, 35, 524}  # 35: EAGAIN on macOS; 524: ENOTSUPP

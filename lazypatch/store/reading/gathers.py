@@ -19,9 +19,9 @@ def page_aligned(shape, dtype) -> np.ndarray:
 
     NOTE [page-aligned buffers]: glibc's ``memcpy`` of a whole record runs 3-4
     times slower when the destination lies 1-31 bytes past the source modulo 4
-    KiB (measured: 12 KiB records, destination 8 or 16 bytes past: 1,188 against
-    316 us a batch), and ``malloc`` returns addresses 16 bytes into a page while
-    stores place their pixels on a page (``_format.create_h5``). From a page
+    KiB (12 KiB records, destination 8 or 16 bytes past the source; the figures
+    are in the commit that introduced page-aligned buffers), and ``malloc`` returns addresses 16 bytes into a page while stores place their
+    pixels on a page (``format.create_h5``). From a page
     start that happens only for sources just before a page end, where records
     whose size is a multiple of 64 bytes never start.
     """
@@ -54,7 +54,8 @@ def gather_windows(source, starts, width: int, out):
 # ``torch.gather`` along the rows of the source expanded to (B, n) shares the work out
 # to every thread (a 1-D gather or ``index_select`` runs on one). The 196,608 16-byte
 # segments of 256 boxes of 3 x 64 x 64 at stride 48 on 64-pixel tiles, 40 batches in
-# turn (a cold CPU cache), us a batch: 397-405 against 558-600 as rows; 1-D gather 692-716.
+# turn (a cold CPU cache), us a batch: 397-405 against 558-600 as rows; 1-D gather 692-716
+# ("plan + gather" of python tests/benchmarks/reference.py --size-gb 0.5 --stride 48).
 _ELEMENT_DTYPES = {2: "int16", 4: "int32", 8: "int64", 16: "complex128"}
 
 
