@@ -13,6 +13,9 @@ of files) and the ``lazypatch build`` command.
   temporary files are removed (NOTE [termination]).
 - :mod:`.shards`: a collection cut into byte-balanced shard files.
 - :mod:`.folder`: :func:`build`, the two-pass build from files.
+- :mod:`.readers`: the field's formats as array-likes with their physical
+  geometry (OpenSlide, tifffile, nibabel, pydicom, rasterio, Pillow, numpy),
+  each library imported when used; ``write_store`` stores a reader's geometry.
 """
 
 from .builder import write_store
