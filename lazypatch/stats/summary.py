@@ -41,7 +41,10 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
         read path serves the store, and why), ``bytes_on_disk``, the format
         version, ``provenance``, ``channel_stats`` (a summary, or None when
         none is stored), ``label_stats`` (whether label statistics are stored,
-        in the store or its sidecar, for ClassSampler), and with
+        in the store or its sidecar, for ClassSampler), ``mask_labels`` (pixels per
+        label value, from those statistics, else None), ``geometry`` (image 0's
+        spacing and unit, and whether the first 256 images share them; None
+        without physical metadata), and with
         ``patch`` a ``grid`` entry (``patches``, ``images_without_patches``,
         ``bytes_per_epoch``).
 
@@ -60,8 +63,8 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     >>> facts = describe(path, patch=32)
     >>> facts["images"], facts["shape_max"], facts["grid"]["patches"]
     (1, [100, 80], 6)
-    >>> facts["names"], facts["label_stats"]
-    ({'count': 1, 'first': ['0'], 'last': []}, False)
+    >>> facts["names"], facts["label_stats"], facts["mask_labels"], facts["geometry"]
+    ({'count': 1, 'first': ['0'], 'last': []}, False, None, None)
     """
     if not isinstance(store, ImageStore):
         if not isinstance(store, (str, os.PathLike, list, tuple)):
@@ -106,6 +109,8 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     except FileNotFoundError:
         facts["channel_stats"] = None
     facts["label_stats"] = _has_label_stats(store)
+    facts["mask_labels"] = _mask_labels(store) if facts["label_stats"] else None
+    facts["geometry"] = _first_geometry(store)
     if patch is not None:
         index = PatchIndex(shapes, patch, stride, edge)
         per_patch = int(np.prod(index.patch_size)) * store.channels * store.dtype.itemsize
@@ -128,6 +133,27 @@ def _names(store):
         return None
     first = names[:NAMES_SHOWN]
     return {"count": len(names), "first": first, "last": names[max(len(first), len(names) - NAMES_SHOWN):]}
+
+
+def _mask_labels(store):
+    """Pixels per mask label value (as text keys, like the JSON), from the label statistics."""
+    try:
+        totals = labels.LabelStats.open(store).totals()
+    except (FileNotFoundError, StoreFormatError):
+        return None
+    return {str(int(label)): int(count) for label, count in sorted(totals.items())}
+
+
+def _first_geometry(store):
+    """The spacing and unit of image 0 and whether every image shares them (None: no geometry)."""
+    try:
+        first = store.geometry(0)
+    except StoreFormatError:
+        return None
+    if first["spacing"] is None:
+        return None
+    same = all(store.geometry(k)["spacing"] == first["spacing"] for k in range(1, min(len(store), 256)))
+    return {"spacing": list(first["spacing"]), "unit": first["unit"], "same_for_all": same}
 
 
 def _has_label_stats(store) -> bool:

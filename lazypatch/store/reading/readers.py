@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import itertools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,6 +16,13 @@ from ...grid import ceil_div
 from .gathers import (broadcast_sum, byte_rows, clip_box, element_unit, gather_elements, gather_windows,
                       in_units, page_aligned, runs)
 from .handles import torch
+
+class RowPlan(NamedTuple):
+    """Where every row of a batch of interior boxes starts (see NOTE [row windows]), (B, R)."""
+
+    tiles: np.ndarray  # the tile holding each row's first pixel
+    row_start: np.ndarray  # the row's pixel offset in a channel plane of that tile
+
 
 # below this many bytes (see NOTE [segments]) a segment gather costs more than joined rows
 SEGMENT_BYTES = 16
@@ -249,13 +257,13 @@ class TiledReader(ArrayReader):
             yield axis_shape, tc * tile_stride[:, None], ic * pixel_stride
             pixel_stride *= tile[a]
 
-    def rows(self, image_ids, origins, size):
+    def rows(self, image_ids, origins, size) -> RowPlan:
         """The row plan of interior boxes, in tile ids (see NOTE [row windows]).
 
         Rows run over all spatial axes but x; the channel is added later as a
         constant offset (records are channel-planar). Returns (tiles,
-        row_start): per box and row the tile holding its first pixel, and the
-        row's pixel offset in a channel plane of that tile, shapes (B, R).
+        row_start), a :class:`RowPlan`: per box and row the tile holding its first
+        pixel, and the row's pixel offset in a channel plane of that tile, (B, R).
         """
         count, nd = len(image_ids), self.ndim
         shape = (count,) + (1,) * (nd - 1)
@@ -265,8 +273,8 @@ class TiledReader(ArrayReader):
             tiles = tiles + tile_steps.reshape(axis_shape)
             row_start = row_start + pixel_steps.reshape(axis_shape)
         rows = (count, int(np.prod(size[:-1])))
-        return (np.broadcast_to(tiles, (count,) + tuple(size[:-1])).reshape(rows),
-                np.broadcast_to(row_start, (count,) + tuple(size[:-1])).reshape(rows))
+        return RowPlan(np.broadcast_to(tiles, (count,) + tuple(size[:-1])).reshape(rows),
+                       np.broadcast_to(row_start, (count,) + tuple(size[:-1])).reshape(rows))
 
     def mapped_row_starts(self, image_ids, origins, size) -> np.ndarray:
         """Byte offsets in the file of every box row's first pixel, (B, R): the plan of
