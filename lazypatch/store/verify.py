@@ -60,39 +60,30 @@ def image_crc(store, image_id: int, mask: bool = False) -> int:
 
 def _statistics_damage(store) -> list:
     """Damage to the statistics groups written into the store (CRC32 per dataset)."""
-    damaged = []
-    for shard, path in enumerate(store.paths):
-        for group_name in (fmt.G_LABEL_STATS, fmt.G_CHANNEL_STATS):
-            try:
-                group = store.group(group_name, shard)
-                for name in ([] if group is None else list(group)):
-                    dataset = group[name]
-                    reason = fmt.crc_damage(dataset.name, dataset.attrs.get("crc32"), dataset[()])
-                    if reason is not None:
-                        damaged.append({"image": None, "name": None, "what": "statistics",
-                                        "reason": f"{path}: {reason}"})
-            except fmt.H5_DAMAGE as exc:
-                damaged.append({"image": None, "name": None, "what": "statistics",
-                                "reason": f"{path}: {group_name} unreadable ({exc})"})
-    return damaged
+    return _crc_damage(store, "statistics", lambda shard: [
+        group[name] for group_name in (fmt.G_LABEL_STATS, fmt.G_CHANNEL_STATS)
+        for group in [store.group(group_name, shard)] if group is not None for name in group])
 
 
 def _geometry_damage(store) -> list:
     """Damage to the geometry table (format 1.1; CRC32 per dataset)."""
+    return _crc_damage(store, "geometry", lambda shard: [
+        root[name] for root in [store.group("/", shard)]
+        for name in (fmt.D_GEOMETRY, fmt.D_GEOMETRY_OFFSETS) if name in root])
+
+
+def _crc_damage(store, what: str, datasets_of) -> list:
+    """Each shard's datasets (``datasets_of(shard)``) against their ``crc32`` attributes."""
     damaged = []
     for shard, path in enumerate(store.paths):
         try:
-            h5 = store.group("/", shard)
-            for name in (fmt.D_GEOMETRY, fmt.D_GEOMETRY_OFFSETS):
-                if name in h5:
-                    dataset = h5[name]
-                    reason = fmt.crc_damage(dataset.name, dataset.attrs.get("crc32"), dataset[()])
-                    if reason is not None:
-                        damaged.append({"image": None, "name": None, "what": "geometry",
-                                        "reason": f"{path}: {reason}"})
+            for dataset in datasets_of(shard):
+                reason = fmt.crc_damage(dataset.name, dataset.attrs.get("crc32"), dataset[()])
+                if reason is not None:
+                    damaged.append({"image": None, "name": None, "what": what, "reason": f"{path}: {reason}"})
         except fmt.H5_DAMAGE as exc:
-            damaged.append({"image": None, "name": None, "what": "geometry",
-                            "reason": f"{path}: geometry unreadable ({exc})"})
+            damaged.append({"image": None, "name": None, "what": what,
+                            "reason": f"{path}: {what} unreadable ({exc})"})
     return damaged
 
 
