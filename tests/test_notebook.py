@@ -39,7 +39,10 @@ def test_notebook_is_stored_without_outputs(name):
 
 @pytest.mark.requires_notebook
 def test_quickstart_runs(tmp_path):
+    before = set(os.listdir(tempfile.gettempdir()))
     text, images = _run("quickstart.ipynb", tmp_path)
+    left = {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("lazypatch-")}
+    assert left == set()
     assert "patches/s" in text and "loss" in text
     assert len(images) >= 2  # the patch grid and the stitched predictions
 
