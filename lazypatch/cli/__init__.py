@@ -54,16 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(exc: BaseException) -> str:
+    """An error as a line: OSErrors without their ``[Errno N]`` prefix."""
+    if isinstance(exc, OSError) and exc.strerror and exc.errno is not None:
+        return exc.strerror + (f": {exc.filename!r}" if exc.filename else "")
+    return str(exc)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    def one_line(message, category, filename, lineno, line=None):
+        return f"lazypatch {args.command}: warning: {message}\n"
+
+    previous, warnings.formatwarning = warnings.formatwarning, one_line  # printed like the errors
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `lazypatch info ... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (LazypatchError, OSError, ValueError, TypeError, ImportError) as exc:
-        print(f"lazypatch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lazypatch {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"lazypatch {args.command}: interrupted", file=sys.stderr)
@@ -74,6 +87,8 @@ def main(argv=None) -> int:
             raise
         print(f"lazypatch {args.command}: {exc}; temporary files removed", file=sys.stderr)
         return 128 + signum
+    finally:
+        warnings.formatwarning = previous
 
 
 def __getattr__(name):  # names of lazypatch 0.1's cli module (cmd_*: the command modules)

@@ -469,6 +469,11 @@ class _TiffPlan:
         if "Y" not in roles or "X" not in roles:
             raise ImageReadError(f"{path!r}: TIFF axes {axes!r} have no Y and X axes")
         letters = list(axes)
+        if spatial_ndim == 2 and pages == "z" and any(r == "z" for k, r in enumerate(roles) if k in unknown):
+            raise ParameterError(
+                f"{path!r}: pages='z' (--pages z) reads its {self.series_shape[unknown[0]]} pages as the z "
+                "slices of a volume, which needs spatial_ndim=3 (--spatial-ndim 3); for a 2-D store pass "
+                "--pages first or --pages channels")
         if spatial_ndim == 2 and "z" in roles:
             k = roles.index("z")
             roles[k], letters[k] = "first", "Z"  # the first z slice, and the plan says so

@@ -217,6 +217,10 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     if mask_map and not masks:
         raise ParameterError("--mask-map maps mask labels: it needs --masks FOLDER (mask_map= needs masks=)")
     _check_output(output)
+    if (not dry_run and shards is None and size is None and shard_index is None and os.path.lexists(output)
+            and not overwrite):
+        raise StoreExistsError(errno.EEXIST, "the output exists; pass overwrite=True (--overwrite) "
+                                             "to replace it", output)  # before scanning the source
 
     listing = list_images(source)
     paths, root = listing
@@ -490,7 +494,9 @@ def _sample_labels(mask_images, problems):
 
 
 def _labels_text(values, counts, share=False, limit=12) -> str:
+    """The most frequent labels first (the majority label must show among the first ``limit``)."""
     total = max(sum(counts), 1)
+    values, counts = zip(*sorted(zip(values, counts), key=lambda vc: -vc[1])) if values else ((), ())
     shown = [f"{v} ({100 * c / total:.1f}%)" if share else f"{v} ({c:,} px)" for v, c in zip(values, counts)]
     more = f" ... {len(values)} values in all" if len(values) > limit else ""
     return ", ".join(shown[:limit]) + more

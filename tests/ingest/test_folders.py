@@ -152,3 +152,45 @@ def test_a_folder_without_images_says_what_it_holds(tmp_path, capsys):
     assert "no image files (PNG, JPEG, TIFF, BMP, WebP or .npy) in" in err
     assert "skipped 1 file(s) that are not PNG, JPEG, TIFF, BMP, WebP or .npy images (.gif): a.gif; " \
            "1 hidden or system file(s)" in err
+
+
+def test_first_hour_review_fixes(tmp_path, capsys):
+    """From the repeated new-user run: an existing output is refused before the scan, without
+    an [Errno N] prefix; labels are listed most frequent first; --pages z in 2-D is an error;
+    warnings print on one line."""
+    import tifffile
+    from PIL import Image
+
+    from lazypatch.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((40, 50, 3), 10 * k, np.uint8)).save(photos / f"p{k}.png")
+        mask = np.zeros((40, 50), np.uint8)
+        mask[:30] = 255
+        Image.fromarray(mask).save(photos / f"p{k}_mask.png")
+    out = tmp_path / "s.h5"
+    assert main(["build", str(photos), str(out), "--masks", str(photos), "--mask-suffix", "_mask",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "mask labels: 255 (" in printed and printed.index("255 (") < printed.index("0 (", printed.index("mask labels"))
+    assert main(["build", str(photos), str(out), "--masks", str(photos), "--mask-suffix", "_mask"]) == 1
+    captured = capsys.readouterr()
+    assert "the output exists; pass overwrite=True (--overwrite)" in captured.err
+    assert "[Errno" not in captured.err and "images in" not in captured.out  # refused before the plan
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    tifffile.imwrite(stack / "q.tif", np.zeros((4, 20, 30), np.uint8), photometric="minisblack")
+    assert main(["build", str(stack), str(tmp_path / "q.h5"), "--pages", "z", "--no-progress"]) == 1
+    assert "needs spatial_ndim=3 (--spatial-ndim 3)" in capsys.readouterr().err
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    np.save(volumes / "v.npy", np.zeros((16, 40, 40), np.uint8))  # looks like a volume
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lazypatch", "build", str(volumes), str(tmp_path / "v.h5"),
+                             "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("lazypatch build: warning: ") and "LazypatchWarning" not in result.stderr

@@ -150,9 +150,10 @@ def test_unknown_pages_need_pages(tmp_path, capsys):
         volume = build(src, tmp_path / f"v{len(options)}.h5", spatial_ndim=3, progress=False, **options)
         assert np.array_equal(volume.read(0), qyx)
         volume.close()
-    # as 2-D z slices: the first one, said so
-    assert main(["build", src, str(tmp_path / "z.h5"), "--pages", "z", "--no-progress"]) == 0
-    assert "--spatial-ndim 3 reads their z slices as volumes" in capsys.readouterr().out
+    # z slices asked for a 2-D store: an error naming --spatial-ndim 3 (it read the first page
+    # before, which a new user took for silently lost pages)
+    assert main(["build", src, str(tmp_path / "z.h5"), "--pages", "z", "--no-progress"]) == 1
+    assert "needs spatial_ndim=3 (--spatial-ndim 3)" in capsys.readouterr().err
 
 
 def test_channel_pages_are_no_volume(tmp_path, capsys):
