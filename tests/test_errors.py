@@ -256,7 +256,7 @@ CLI_ROWS = [
     pytest.param(["info", "{folder}/text.h5"], 1, r"text\.h5' is not an HDF5 file", id="info not HDF5"),
     pytest.param(["verify", "{folder}/other.h5"], 1, r"other\.h5' is not a lazypatch store", id="verify not a store"),
     pytest.param(["build", "{folder}/empty", "{folder}/x.h5"], 1,
-                 r"no image files \(PNG, JPEG, TIFF, BMP, WebP or \.npy\) in", id="build no images"),
+                 r"no image files \(PNG, JPEG, TIFF, BMP, WebP, \.npy, slide, NIfTI or DICOM\) in", id="build no images"),
     pytest.param(["info", "{store}", "--patch", "0"], 1,
                  r"patch_size must be positive integers, got \(0, 0\)", id="info --patch 0"),
     pytest.param(["info", "{store}", "--patch", "64"], 1,

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from ..ingest import DEFAULT_WORKERS, build
 from ..ingest.files import PAGES
+from ..ingest.readers import READERS
 from ..store import format as fmt
 from ._args import int_list
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("source", help="folder (searched recursively), image file or glob of PNG, "
-                                       "JPEG, TIFF, BMP, WebP or .npy files (others are skipped and named)")
+    parser.add_argument("source", help="folder (searched recursively), image file or glob of PNG, JPEG, "
+                                       "TIFF, BMP, WebP, .npy, slide (.svs .ndpi .mrxs...), OME-TIFF, "
+                                       "GeoTIFF, NIfTI or DICOM files (others are skipped and named)")
     parser.add_argument("output", help="the store file to write (.h5); with --shards, the name "
                                        "shards are derived from (OUT-00000-of-00004.h5)")
     parser.add_argument("--masks", metavar="DIR", help="folder (or glob) of masks, paired with images by file "
@@ -29,7 +31,26 @@ def add_arguments(parser) -> None:
                                               "hdf5plugin installed also zstd, lz4, blosc, bitshuffle")
     parser.add_argument("--compression-opts", type=int, help="gzip level 0-9, or the codec's level")
     parser.add_argument("--checksum", action="store_true", help="fletcher32 per chunk (needs --layout chunked)")
-    parser.add_argument("--spatial-ndim", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--spatial-ndim", type=int, choices=(2, 3),
+                        help="2 for images, 3 for volumes (default: 3 for NIfTI and DICOM, else 2)")
+    parser.add_argument("--reader", choices=READERS,
+                        help="read every image with this library (default: chosen by extension and content)")
+    parser.add_argument("--level", type=int, help="store this pyramid level of every slide (0: full resolution)")
+    parser.add_argument("--mpp", type=float, metavar="UM",
+                        help="resample every slide to this pixel size in microns (anti-aliased; masks nearest)")
+    parser.add_argument("--assume-mpp", type=float, metavar="UM",
+                        help="the level-0 pixel size of files that record none")
+    parser.add_argument("--spacing", metavar="Z,Y,X",
+                        help="resample every volume to this voxel spacing (mm for NIfTI/DICOM; masks nearest)")
+    parser.add_argument("--tissue", choices=("otsu",),
+                        help="store a tissue mask per slide for foreground_filter(source='tissue')")
+    parser.add_argument("--annotations", metavar="DIR",
+                        help="QuPath/GeoJSON annotation files (.geojson) paired with slides by stem, "
+                             "rasterized into masks (needs --classes)")
+    parser.add_argument("--classes", metavar="NAME=VALUE,...",
+                        help="label of each annotation class, e.g. tumor=1,stroma=2 (later wins on overlap)")
+    parser.add_argument("--ignore-value", type=int,
+                        help="label of pixels outside every annotation (default 0)")
     parser.add_argument("--pages", choices=PAGES,
                         help="what the pages of a multi-page TIFF without axis metadata are: channels, z "
                              "slices (with --spatial-ndim 3) or only the first page counts")
@@ -53,7 +74,9 @@ def run(args) -> int:
         args.source, args.output, masks=args.masks, mask_suffix=args.mask_suffix,
         allow_unmatched=args.allow_unmatched, mask_map=args.mask_map, layout=args.layout, tile=args.tile,
         compression=args.compression, compression_opts=args.compression_opts, checksum=args.checksum,
-        spatial_ndim=args.spatial_ndim, pages=args.pages, stats=args.stats, label_stats=args.label_stats,
+        spatial_ndim=args.spatial_ndim, pages=args.pages, reader=args.reader, level=args.level, mpp=args.mpp,
+        assume_mpp=args.assume_mpp, spacing=args.spacing, tissue=args.tissue, annotations=args.annotations,
+        classes=args.classes, ignore_value=args.ignore_value, stats=args.stats, label_stats=args.label_stats,
         shards=args.shards, shard_size=args.shard_size, shard_index=args.shard_index,
         workers=args.workers, dry_run=args.dry_run, overwrite=args.overwrite,
         progress=not args.no_progress, verbose=True,

@@ -16,6 +16,13 @@ decoded only when the writer slices it, band by band:
   channels-first (planar) pages come out channels-last. Other layouts
   (volumetric pages, missing pages) are decoded whole and transposed.
 - ``.npy``: ``numpy.load(mmap_mode="r")``, never loaded whole.
+- slides, NIfTI, DICOM, GeoTIFF and OME-TIFF pyramids: the format readers
+  (:mod:`lazypatch.ingest.readers`), through :mod:`lazypatch.ingest.sources`.
+
+NOTE [DICOM series]: a folder holding several DICOM files (``.dcm``, or no
+suffix and DICOM's preamble) is listed as one image, the series, named by the
+folder's path; a lone ``.dcm`` file is an image of its own (a multi-frame
+file). The pydicom reader refuses a folder holding two series.
 
 NOTE [TIFF pages]: tifffile names the axes of a series (``series.axes``):
 ``Y``, ``X`` and the samples ``S`` of a page, and one letter per axis the
@@ -40,7 +47,12 @@ from ..errors import ImageReadError, ParameterError
 from ..grid import ceil_div
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy")
-IMAGE_KINDS = "PNG, JPEG, TIFF, BMP, WebP or .npy"
+# files only the format readers (lazypatch.ingest.readers) take: slides, NIfTI, DICOM
+READER_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".btf", ".tf8", ".qptiff", ".mrxs", ".vms", ".vmu",
+                   ".svslide", ".czi", ".nii", ".nii.gz", ".dcm")
+IMAGE_KINDS = "PNG, JPEG, TIFF, BMP, WebP, .npy, slide, NIfTI or DICOM"
+# stems of these keep no part of the suffix: 'a.nii.gz' and 'a.ome.tif' pair with 'a.png'
+_DOUBLE_SUFFIXES = (".nii.gz", ".ome.tif", ".ome.tiff", ".ome.tf8", ".ome.btf")
 PAGES = ("channels", "z", "first")
 # names of files that systems leave in folders (counted, never listed as skipped)
 _JUNK = {"thumbs.db", "ehthumbs.db", "desktop.ini", ".ds_store", "icon\r"}
@@ -77,7 +89,22 @@ def _library(module: str, package: str):
                           f"(or pip install {package})") from exc
 
 def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_SUFFIXES)
+    return name.lower().endswith(IMAGE_SUFFIXES + READER_SUFFIXES)
+
+
+def _is_dicom_file(path: str) -> bool:
+    """A ``.dcm`` file, or a file without a suffix that starts with DICOM's preamble."""
+    name = os.path.basename(path).lower()
+    if name.endswith(".dcm"):
+        return True
+    if os.path.splitext(name)[1] or name == "dicomdir":
+        return False
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def _is_hidden(name: str) -> bool:
@@ -98,15 +125,24 @@ def list_images(source) -> Listing:
     if os.path.isdir(source):
         paths = []
         for folder, subfolders, files in os.walk(source):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            # a MIRAX slide's data folder sits beside its .mrxs file: part of the slide
+            slides = {os.path.splitext(n)[0] for n in files if n.lower().endswith(".mrxs")}
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in slides)
+            dicom = [n for n in files if not _is_hidden(n) and _is_dicom_file(os.path.join(folder, n))]
+            if len(dicom) > 1 or (dicom and not dicom[0].lower().endswith(".dcm")):
+                paths.append(folder)  # NOTE [DICOM series]: a folder of slices is one image
             for name in files:
                 if _is_hidden(name):
                     hidden += 1
+                elif name in dicom and len(dicom) > 1:
+                    continue
                 elif _is_image(name):
                     paths.append(os.path.join(folder, name))
-                else:
+                elif name not in dicom:
                     skipped.append(os.path.join(folder, name))
         root = source
+        if paths == [source]:  # the source is one DICOM series: name it by its folder
+            root = os.path.dirname(os.path.abspath(source))
     else:
         if not any(ch in source for ch in "*?["):
             if os.path.isfile(source) and _is_image(source):
@@ -135,7 +171,7 @@ def describe_skipped(names, hidden: int = 0, limit: int = 8) -> str:
     """The files a listing skipped, in words.
 
     >>> describe_skipped(["notes.txt", "scan.pdf"], 2)
-    '2 file(s) that are not PNG, JPEG, TIFF, BMP, WebP or .npy images (.pdf, .txt): notes.txt, scan.pdf; 2 hidden or system file(s)'
+    '2 file(s) that are not PNG, JPEG, TIFF, BMP, WebP, .npy, slide, NIfTI or DICOM images (.pdf, .txt): notes.txt, scan.pdf; 2 hidden or system file(s)'
     """
     parts = []
     if names:
@@ -148,8 +184,20 @@ def describe_skipped(names, hidden: int = 0, limit: int = 8) -> str:
 
 
 def stem(path: str) -> str:
-    name = os.path.basename(path)
-    return name[: -len(".npy")] if name.lower().endswith(".npy") else os.path.splitext(name)[0]
+    """A file's name without its suffix; ``.nii.gz`` and ``.ome.tif`` count as one suffix, and a
+    DICOM series folder is its own stem.
+
+    >>> stem("a/ct_01.nii.gz"), stem("b/x.ome.tif"), stem("c/y.v2.png")
+    ('ct_01', 'x', 'y.v2')
+    """
+    name = os.path.basename(os.path.normpath(path))
+    if os.path.isdir(path):
+        return name
+    lower = name.lower()
+    for suffix in (".npy",) + _DOUBLE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0]
 
 
 # suffixes of mask file stems, looked for when a folder mixes images and their masks
@@ -227,6 +275,8 @@ class FileImage:
     def _raw(self, key):
         """A slice of the decoded pixels, before ``mapping``."""
         if self._array is None and self._rows is not None:
+            if isinstance(key, tuple) and key and isinstance(key[0], slice) and key[0].step in (None, 1):
+                return self._raw(key[0])[(slice(None),) + key[1:]]  # rows, then the rest (a region)
             if isinstance(key, slice) and key.step in (None, 1):
                 start, stop, _ = key.indices(self.shape[0])
                 return self._checked(self._read_rows(start, max(start, stop)), (max(0, stop - start),))
@@ -274,21 +324,33 @@ class FileImages(Sequence):
     ``pages``: what the pages of TIFFs with unknown page axes are (NOTE [TIFF pages]).
     ``problems``: a list to collect ``(position, exception)`` of headers that
     cannot be read (their header is None); without it the first one raises.
+    ``open_header``: a function path -> header replacing ``FileImage`` (the
+    format readers' :class:`~lazypatch.ingest.sources.SourceImage`).
     """
 
     def __init__(self, paths, spatial_ndim: int = 2, workers: int = 0, mask: bool = False, pages=None,
-                 problems=None):
+                 problems=None, open_header=None):
         self.paths = list(paths)
         self.workers = workers
         self.headers = []
+        if open_header is None:
+            def open_header(path):
+                return FileImage(path, spatial_ndim, mask, pages)
         for position, path in enumerate(self.paths):  # validates every header
             try:
-                self.headers.append(FileImage(path, spatial_ndim, mask, pages))
+                self.headers.append(open_header(path))
             except (ImageReadError, ParameterError) as exc:
                 if problems is None:
                     raise
                 problems.append((position, exc))
                 self.headers.append(None)
+
+    @classmethod
+    def from_headers(cls, paths, headers, workers: int = 0) -> "FileImages":
+        """Images whose headers were made elsewhere (masks rasterized from annotations)."""
+        images = cls.__new__(cls)
+        images.paths, images.headers, images.workers = list(paths), list(headers), workers
+        return images
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -31,6 +31,8 @@ from ._signals import cleans_up_on_termination
 from .builder import LabelCounts, write_file
 from .files import (IMAGE_KINDS, PAGES, FileImages, companion_masks, describe_skipped, list_images,
                     pair_masks, stem)
+from .readers import READERS
+from .sources import VOLUME_READERS, MaskHeader, header_opener, plan_grids, reader_of
 from .shards import parse_size, shard_glob, shard_path, split_shards, stored_bytes
 from .validate import axes_warning, check_mask, check_options, check_same, default_tile, describe_image, warn
 
@@ -75,7 +77,9 @@ def _tile(value, spatial_ndim: int):
 @cleans_up_on_termination  # NOTE [termination] in lazypatch.ingest._signals
 def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched: bool = False,
           mask_map=None, layout: str = "tiled", tile=None, compression=None, compression_opts=None,
-          checksum: bool = False, spatial_ndim=2, pages=None, stats: bool = False, label_stats: bool = False,
+          checksum: bool = False, spatial_ndim=None, pages=None, reader=None, level=None, mpp=None,
+          assume_mpp=None, spacing=None, tissue=None, annotations=None, classes=None, ignore_value=None,
+          stats: bool = False, label_stats: bool = False,
           shards=None, shard_size=None, shard_index=None, workers=DEFAULT_WORKERS,
           dry_run: bool = False, overwrite: bool = False, progress: bool = True, verbose: bool = False):
     """Build a store (or shards of one) from a folder, file or glob of image files.
@@ -91,7 +95,10 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     ----------
     source : str or os.PathLike
         A folder (searched recursively), an image file or a glob of PNG, JPEG,
-        TIFF, BMP, WebP or .npy files. Other files are skipped and named in
+        TIFF, BMP, WebP or .npy files, whole-slide images (.svs, .ndpi, .mrxs,
+        .scn, .bif...), OME-TIFF, GeoTIFF, NIfTI (.nii, .nii.gz) and DICOM
+        (a folder of one series' slices is one image, NOTE [DICOM series] in
+        :mod:`lazypatch.ingest.files`). Other files are skipped and named in
         the plan (hidden and system files such as ``.DS_Store`` are counted).
     output : str or os.PathLike
         The store to write (``.h5``); with ``shards`` or ``shard_size`` the
@@ -107,15 +114,45 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         Leave out images with no mask or several (default: an error).
     mask_map : dict or str, optional
         Mask values to replace while writing, ``{255: 1}`` or ``"255=1,128=2"``.
-    layout, tile, compression, compression_opts, checksum, spatial_ndim
+    layout, tile, compression, compression_opts, checksum
         As for :func:`~lazypatch.write_store`. Without ``tile``, volumes
         thinner than 64 slices get a z tile of their depth rounded up to a
         power of two; the plan says what the tiles add (``overhead``).
+    spatial_ndim : {None, 2, 3}
+        2 for images, 3 for volumes; by default 3 when the files are NIfTI
+        or DICOM volumes, else 2 (TIFF z-stacks and .npy volumes need 3).
     pages : {None, "channels", "z", "first"}
         What the pages of a multi-page TIFF are when its metadata does not say
         (tifffile's axis ``Q`` or ``I``): channels, z slices, or only the
         first page counts. ImageJ and OME files say it themselves: ``C`` pages
         are channels, ``Z`` pages z slices (a volume with ``spatial_ndim=3``).
+    reader : {"openslide", "tifffile", "nibabel", "pydicom", "rasterio", "pillow", "numpy"}, optional
+        Read every image with this format reader (by default each file's is
+        chosen by extension and content, :func:`~lazypatch.ingest.readers.choose_reader`).
+    level : int, optional
+        Store this pyramid level of every slide (0 is the full resolution).
+    mpp : float, optional
+        Resample every 2-D image to this pixel size in microns: the coarsest
+        pyramid level at or finer than ``mpp``, resampled with an
+        anti-aliased linear filter tile by tile (masks nearest neighbour);
+        see :mod:`lazypatch.ingest.resample`. Not with ``level``.
+    assume_mpp : float, optional
+        The level-0 pixel size (um) of files that record none.
+    spacing : float or sequence of 3 floats, optional
+        Resample every volume to this voxel spacing (z, y, x), in the source's
+        unit (mm for NIfTI and DICOM); linear for images, nearest for masks.
+    tissue : {None, "otsu"}
+        Store a low-resolution tissue mask per slide (Otsu on the saturation
+        of a thumbnail at <= 8 um/px) for ``foreground_filter(source="tissue")``.
+    annotations : str, optional
+        Folder (or glob) of QuPath / GeoJSON annotation files (.geojson,
+        .json), paired with images by stem and rasterized into masks on the
+        stored grid (not with ``masks``).
+    classes : dict or str
+        Annotation class name -> label, ``{"tumor": 1, "stroma": 2}`` or
+        ``"tumor=1,stroma=2"``; where annotations overlap the later wins.
+    ignore_value : int, optional
+        The label of unannotated pixels (default 0).
     stats : bool
         Per-channel statistics, for ``PatchDataset(normalize=...)``.
     label_stats : bool
@@ -189,7 +226,14 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
             raise ParameterTypeError(f"{name} must be a path (str or os.PathLike), got {value!r}")
     source, output = os.fspath(source), os.fspath(output)
     spatial_ndim = _optional_int(spatial_ndim, "spatial_ndim")
+    if spatial_ndim is not None and spatial_ndim not in (2, 3):
+        raise ParameterError(f"--spatial-ndim (spatial_ndim) must be 2 or 3, got {spatial_ndim}")
     tile = _tile(tile, spatial_ndim)
+    ingest = _ingest_options(reader, level, mpp, assume_mpp, spacing, tissue, annotations, classes,
+                             ignore_value, masks)
+    asked_ndim = spatial_ndim
+    if spatial_ndim is None:  # provisional until the files say whether they are volumes
+        spatial_ndim = len(tile) if isinstance(tile, tuple) else 3 if ingest["spacing"] is not None else 2
     compression_opts = _optional_int(compression_opts, "compression_opts")
     shards = _optional_int(shards, "shards")
     shard_index = _optional_int(shard_index, "shard_index")
@@ -198,7 +242,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         _flag(v, n) for v, n in ((checksum, "checksum"), (stats, "stats"), (label_stats, "label_stats"),
                                  (allow_unmatched, "allow_unmatched"), (dry_run, "dry_run"),
                                  (overwrite, "overwrite"), (progress, "progress"), (verbose, "verbose")))
-    given_tile = tile
+    given_tile, given_opts = tile, compression_opts
     tile, compression_opts = check_options(spatial_ndim, layout, tile, compression, compression_opts, checksum)
     if pages is not None and pages not in PAGES:
         raise ParameterError(f"--pages (pages) must be one of {', '.join(PAGES)}, got {pages!r}")
@@ -224,12 +268,33 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
 
     listing = list_images(source)
     paths, root = listing
+    if paths and asked_ndim is None:
+        provisional, spatial_ndim = spatial_ndim, _spatial_ndim(paths, ingest["reader"])
+        if spatial_ndim != provisional:
+            tile, compression_opts = check_options(spatial_ndim, layout, given_tile, compression, given_opts,
+                                                   checksum)
+    elif paths:
+        _spatial_ndim(paths, ingest["reader"], asked_ndim)
+    for option, flag in (("tissue", "--tissue"), ("annotations", "--annotations"), ("mpp", "--mpp")):
+        if ingest[option] is not None and spatial_ndim != 2:
+            raise ParameterError(f"{flag} ({option}=) applies to 2-D slides; {source!r} holds volumes "
+                                 f"(spatial_ndim={spatial_ndim})")
+    if ingest["spacing"] is not None and spatial_ndim != 3:
+        raise ParameterError(f"--spacing (spacing=) resamples volumes; {source!r} holds 2-D images: "
+                             "give --mpp X (mpp=) for slides")
     if not paths:
         skipped = describe_skipped(_relative(listing.skipped, root), listing.hidden)
         raise FileNotFoundError(errno.ENOENT, f"no image files ({IMAGE_KINDS}) in {source!r}"
                                 + (f"; skipped {skipped}" if skipped else ""))
     mask_paths, report = None, None
-    if masks:
+    if ingest["annotations"]:
+        candidates = list_annotations(ingest["annotations"])
+        paths, mask_paths, report = pair_masks(paths, ingest["annotations"], "", allow_unmatched,
+                                               image_root=root, mask_paths=candidates)
+        if not paths:
+            raise ParameterError(f"no image in {source!r} has an annotation file in {ingest['annotations']!r} "
+                                 "(paired by file stem: slide.svs with slide.geojson)")
+    elif masks:
         paths, candidates = _masks_beside_images(paths, source, masks, mask_suffix)
         paths, mask_paths, report = pair_masks(paths, masks, mask_suffix, allow_unmatched, image_root=root,
                                                mask_paths=candidates)
@@ -241,12 +306,20 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
 
     # pass 1: headers, every problem at once
     image_problems, mask_problems = [], []
-    images = FileImages(paths, spatial_ndim, workers=workers, pages=pages, problems=image_problems)
+    grid = {key: ingest[key] for key in ("level", "mpp", "assume_mpp")}
+    images = FileImages(paths, spatial_ndim, workers=workers, pages=pages, problems=image_problems,
+                        open_header=header_opener(spatial_ndim=spatial_ndim, reader=ingest["reader"],
+                                                  pages=pages, **grid))
     mask_images = None
-    if mask_paths:
+    if mask_paths and not ingest["annotations"]:
         mask_images = FileImages(mask_paths, spatial_ndim, workers=workers, mask=True, pages=pages,
-                                 problems=mask_problems)
+                                 problems=mask_problems,
+                                 open_header=header_opener(spatial_ndim=spatial_ndim, mask=True, pages=pages))
     problems = [exc for _, exc in image_problems] + [exc for _, exc in mask_problems]
+    plan_grids(images.headers, mask_images.headers if mask_images is not None else None,
+               spatial_ndim=spatial_ndim, spacing=ingest["spacing"], problems=problems, **grid)
+    if ingest["annotations"]:
+        mask_images = _annotation_masks(images, mask_paths, ingest, workers, problems)
     names = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
     first, first_position, mask_dtype, shapes = None, None, None, [None] * len(paths)
     for position, image in enumerate(images.headers):
@@ -313,6 +386,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                                                  "to replace it", outputs[k])
 
     # pass 2: decode and write
+    tissue_masks = _tissue_masks(images, ingest) if ingest["tissue"] else None
     written, counted = 0, {}
     command = " ".join(["lazypatch"] + sys.argv[1:]) if sys.argv[1:2] == ["build"] else "lazypatch build"
     for k in chosen:
@@ -322,6 +396,9 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                       "shard": [k, len(ranges)], "first_image": int(a), "mask_suffix": mask_suffix}
         if mask_map:
             provenance["mask_map"] = {str(key): value for key, value in mask_map.items()}
+        provenance.update({key: value for key, value in ingest.items() if value is not None})
+        if ingest["annotations"]:
+            provenance["annotations"] = os.path.abspath(ingest["annotations"])
         written_report = {}
         try:
             path = write_file(
@@ -331,6 +408,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                 overwrite=overwrite, progress=None if progress else False, channel_stats=stats,
                 label_stats=label_stats, provenance=provenance, warn_axes=False,
                 report=written_report if mask_images is not None else None,
+                **({"tissue": tissue_masks[a:b]} if tissue_masks is not None else {}),
             )
         except BaseException:
             done = [outputs[j] for j in chosen[:chosen.index(k)]]
@@ -354,6 +432,147 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         if len(ranges) > 1:
             print(f"open them as one store: ImageStore(sorted(glob.glob({shard_glob(output, len(ranges))!r})))")
     return ImageStore([outputs[k] for k in chosen] if len(chosen) > 1 else outputs[chosen[0]])
+
+
+def _positive_float(value, name: str):
+    if value is None:
+        return None
+    try:
+        number = float(value) if isinstance(value, (str, int, float, np.number)) and not isinstance(
+            value, (bool, np.bool_)) else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise ParameterTypeError(f"{name} must be a positive number, got {value!r}")
+    if not (np.isfinite(number) and number > 0):
+        raise ParameterError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+def _spacing_target(value):
+    """``--spacing``: one number for every axis, or three (z, y, x), as '1,1,1' or a sequence."""
+    if value is None:
+        return None
+    parts = value.replace("x", ",").split(",") if isinstance(value, str) else (
+        [value] if np.isscalar(value) else list(value))
+    numbers = [_positive_float(v.strip() if isinstance(v, str) else v, "--spacing (spacing=)") for v in parts]
+    if len(numbers) == 1:
+        numbers *= 3
+    if len(numbers) != 3:
+        raise ParameterError(f"--spacing (spacing=) takes one number or three (z, y, x), got {value!r}")
+    return tuple(numbers)
+
+
+def _ingest_options(reader, level, mpp, assume_mpp, spacing, tissue, annotations, classes, ignore_value,
+                    masks) -> dict:
+    """The format options of ``build`` checked and in their natural types (see its docstring)."""
+    if reader is not None and reader not in READERS:
+        raise ParameterError(f"--reader (reader=) must be one of {', '.join(READERS)}, got {reader!r}")
+    level = _optional_int(level, "level")
+    if level is not None and level < 0:
+        raise ParameterError(f"--level (level=) must be 0 or more, got {level}")
+    mpp = _positive_float(mpp, "--mpp (mpp=)")
+    assume_mpp = _positive_float(assume_mpp, "--assume-mpp (assume_mpp=)")
+    spacing = _spacing_target(spacing)
+    for first, second, both in ((level, mpp, "--level and --mpp (level= and mpp=): a level is a resolution"),
+                                (mpp, spacing, "--mpp and --spacing (mpp= and spacing=): slides take --mpp, "
+                                               "volumes --spacing"),
+                                (masks, annotations, "--masks and --annotations (masks= and annotations=): "
+                                                     "the masks come from one of them")):
+        if first is not None and first is not False and second is not None and second is not False:
+            raise ParameterError(f"{both}; give one, got both")
+    if tissue not in (None, "otsu"):
+        raise ParameterError(f"--tissue (tissue=) must be 'otsu', got {tissue!r}")
+    if annotations is not None and not isinstance(annotations, (str, os.PathLike)):
+        raise ParameterTypeError(f"annotations must be a folder or glob (str), got {annotations!r}")
+    if annotations is not None and classes is None:
+        raise ParameterError("--annotations needs --classes NAME=VALUE,... (classes=): the label of each "
+                             "annotation class, e.g. --classes tumor=1,stroma=2")
+    if annotations is None and classes is not None:
+        raise ParameterError("--classes maps annotation classes: it needs --annotations FOLDER (annotations=)")
+    if annotations is None and ignore_value is not None:
+        raise ParameterError("--ignore-value labels unannotated pixels: it needs --annotations FOLDER "
+                             "(annotations=)")
+    ignore_value = _optional_int(ignore_value, "ignore_value")
+    if ignore_value is not None and ignore_value < 0:
+        raise ParameterError(f"--ignore-value (ignore_value=) must be 0 or more, got {ignore_value}")
+    if classes is not None:
+        from .annotations import parse_classes
+
+        classes = parse_classes(classes)
+    return {"reader": reader, "level": level, "mpp": mpp, "assume_mpp": assume_mpp, "spacing": spacing,
+            "tissue": tissue, "annotations": None if annotations is None else os.fspath(annotations),
+            "classes": classes,
+            "ignore_value": None if annotations is None else 0 if ignore_value is None else ignore_value}
+
+
+def _spatial_ndim(paths, reader, asked=None) -> int:
+    """3 when the files are NIfTI or DICOM volumes, else 2; ``asked`` when given (checked)."""
+    found = {}
+    for path in paths:
+        try:
+            name = reader_of(path, reader)
+        except (ImageReadError, ParameterError, OSError):
+            continue  # the header pass names the file
+        found.setdefault(name in VOLUME_READERS, path)
+    volume, flat = found.get(True), found.get(False)
+    if volume is not None and asked == 2:
+        raise ParameterError(f"{volume!r} is a volume (NIfTI and DICOM are read as (Z, Y, X)): "
+                             "--spatial-ndim (spatial_ndim) must be 3 or left out, got 2")
+    if volume is not None and flat is not None and asked is None:
+        raise ParameterError(f"the source mixes volumes and 2-D images ({volume!r} and {flat!r}): one "
+                             "store holds one kind; build them into two stores")
+    return asked if asked is not None else 3 if volume is not None else 2
+
+
+def list_annotations(source) -> list:
+    """The annotation files (.geojson, .json) under a folder, or matching a glob, sorted."""
+    import glob
+
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        found = [os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
+                 if name.lower().endswith((".geojson", ".json")) and not name.startswith(".")]
+    elif os.path.isfile(source):
+        found = [source]
+    else:
+        found = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)]
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, "no annotation files (.geojson, .json) in --annotations "
+                                              "(annotations=)", source)
+    return sorted(found)
+
+
+def _tissue_masks(images, ingest) -> list:
+    """Each slide's tissue mask from a thumbnail (``--tissue otsu``), before anything is written."""
+    from .tissue import tissue_mask
+
+    assumed = None if ingest["assume_mpp"] is None else (ingest["assume_mpp"],) * 2
+    return [tissue_mask(header.path, reader=getattr(header, "reader_name", None), spacing=assumed).mask
+            for header in images.headers]
+
+
+def _annotation_masks(images, paths, ingest, workers, problems) -> FileImages:
+    """Each image's annotations rasterized on its stored grid (QuPath: level-0 pixels)."""
+    from .annotations import AnnotationMask
+
+    headers = []
+    for image, path in zip(images.headers, paths):
+        if image is None:
+            headers.append(None)
+            continue
+        stored = tuple(image.shape[:2])
+        level0 = tuple((getattr(image, "geometry", None) or {}).get("source_shape") or stored)
+        try:
+            mask = AnnotationMask(path, stored, ingest["classes"], scale=(stored[0] / level0[0],
+                                                                           stored[1] / level0[1]),
+                                  ignore_value=ingest["ignore_value"])
+        except (ImageReadError, ParameterError) as exc:
+            problems.append(exc)
+            headers.append(None)
+            continue
+        headers.append(MaskHeader(mask, path))
+    return FileImages.from_headers(paths, headers, workers)
 
 
 def parse_mask_map(value):

@@ -132,7 +132,7 @@ def test_skipped_files_are_named_and_bmp_and_webp_are_read(tmp_path, capsys):
     out = str(tmp_path / "s.h5")
     assert main(["build", str(src), out, "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert ("skipped 3 file(s) that are not PNG, JPEG, TIFF, BMP, WebP or .npy images (.gif, .pdf, .txt): "
+    assert ("skipped 3 file(s) that are not PNG, JPEG, TIFF, BMP, WebP, .npy, slide, NIfTI or DICOM images (.gif, .pdf, .txt): "
             "d.gif, notes.txt, scan.pdf; 3 hidden or system file(s)") in text
     store = ImageStore(out)
     assert store.names == ["a.png", "b.bmp", "c.webp"]
@@ -149,8 +149,8 @@ def test_a_folder_without_images_says_what_it_holds(tmp_path, capsys):
     (tmp_path / "src" / ".DS_Store").write_bytes(b"")
     assert main(["build", str(tmp_path / "src"), str(tmp_path / "s.h5")]) == 1
     err = capsys.readouterr().err
-    assert "no image files (PNG, JPEG, TIFF, BMP, WebP or .npy) in" in err
-    assert "skipped 1 file(s) that are not PNG, JPEG, TIFF, BMP, WebP or .npy images (.gif): a.gif; " \
+    assert "no image files (PNG, JPEG, TIFF, BMP, WebP, .npy, slide, NIfTI or DICOM) in" in err
+    assert "skipped 1 file(s) that are not PNG, JPEG, TIFF, BMP, WebP, .npy, slide, NIfTI or DICOM images (.gif): a.gif; " \
            "1 hidden or system file(s)" in err
 
 

@@ -146,6 +146,7 @@ class ImageReader:
     """
 
     name = ""  # the reader's name in READERS
+    level_count = 1  # pyramid levels the file has (the pyramid readers set it)
 
     path: str
     shape: tuple

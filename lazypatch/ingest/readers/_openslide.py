@@ -66,6 +66,7 @@ class OpenSlideReader(ImageReader):
             raise ImageReadError(f"OpenSlide cannot open {self.path!r} (damaged slide?): {exc}") from exc
         slide = self._slide
         self.level = check_level(level, slide.level_count, self.path, self.name)
+        self.level_count = int(slide.level_count)
         self.vendor = slide.properties.get(openslide.PROPERTY_NAME_VENDOR)
         width, height = slide.level_dimensions[self.level]
         self.shape = (int(height), int(width), 3)

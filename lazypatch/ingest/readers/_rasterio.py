@@ -51,6 +51,7 @@ class RasterioReader(ImageReader):
                     count = 1 + len(base.overviews(1)) if base.count else 1
                     base_shape = (base.height, base.width)
                 self.level = check_level(level, count, self.path, self.name)
+                self.level_count = count
                 options = {"overview_level": self.level - 1} if self.level else {}
                 self._dataset = rasterio.open(self.path, **options)
         except rasterio.errors.RasterioIOError as exc:

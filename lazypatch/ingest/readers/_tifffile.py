@@ -94,6 +94,7 @@ class TiffReader(ImageReader):
         series = tif.series[0]
         levels = series.levels
         self.level = check_level(level, len(levels), self.path, self.name)
+        self.level_count = len(levels)
         chosen = levels[self.level]
         axes, shape = chosen.get_axes(False), tuple(int(n) for n in chosen.get_shape(False))
         self._pages = list(chosen.pages)
