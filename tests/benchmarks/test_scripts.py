@@ -15,7 +15,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["reference.py", "peers.py", "soak.py", "memory.py", "build.py", "sampling.py", "overheads.py",
-           "workers.py"]
+           "workers.py", "ingest.py"]
 TINY_STORE = ["--size-gb", "0.005", "--image-size", "96", "--patch", "32"]
 
 
@@ -56,6 +56,7 @@ def test_peers():
     ("overheads.py", ["--images", "2000", "--calls", "200"], "locate_per_s_batch_256"),
     ("sampling.py", ["--scale", "0.01"], "aggregator_per_s"),
     ("workers.py", ["--size-gb", "0.005", "--batches", "2", "--repeats", "1", "--no-peers"], "read_batch"),
+    ("ingest.py", ["--height", "600", "--width", "500", "--repeats", "1"], "build --mpp 0.4"),
 ])
 def test_tiny_run(script, args, expected):
     assert expected in run(script, *args)
