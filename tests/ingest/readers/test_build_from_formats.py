@@ -284,6 +284,28 @@ def test_a_corrupt_slide_is_an_error_naming_it(tmp_path, slide_pyramid):
     assert not os.path.exists(tmp_path / "s.h5")
 
 
+def test_annotations_become_masks_on_the_stored_grid(tmp_path, tissue, write_pyramid):
+    from lazypatch.testing.samples import write_annotations
+
+    for folder in ("slides", "qupath"):
+        (tmp_path / folder).mkdir()
+    write_pyramid(str(tmp_path / "slides" / "a.tif"), tissue, levels=2, mpp=0.25)
+    write_annotations(tmp_path / "qupath" / "a.geojson", [("tumor", [(100, 40), (300, 40), (300, 240), (100, 240)]),
+                                                          ("stroma", [(500, 300), (800, 300), (800, 500)])])
+    store = build(tmp_path / "slides", tmp_path / "s.h5", annotations=tmp_path / "qupath",
+                  classes="tumor=1,stroma=2", mpp=0.5, progress=False)
+    mask = stored(store, 0, masks=True)
+    assert tuple(store.shapes[0]) == (300, 450) and store.mask_dtype == np.uint8
+    ys, xs = np.nonzero(mask == 1)  # level-0 box x 100..300, y 40..240 at half the resolution
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (20, 119, 50, 149)
+    assert set(np.unique(mask)) == {0, 1, 2}
+    store.close()
+    with pytest.raises(ParameterError, match=r"a\.geojson.*stroma"):
+        build(tmp_path / "slides", tmp_path / "t.h5", annotations=tmp_path / "qupath", classes="tumor=1",
+              progress=False)
+    assert not os.path.exists(tmp_path / "t.h5")
+
+
 def test_the_command_line_flags(tmp_path, slides, capsys):
     assert main(["build", str(slides), str(tmp_path / "s.h5"), "--mpp", "0.5", "--no-progress"]) == 0
     with ImageStore(str(tmp_path / "s.h5")) as store:
