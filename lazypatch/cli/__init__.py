@@ -26,16 +26,17 @@ COMMANDS = (
     ("index", "compute label statistics or a foreground filter into a sidecar file"),
     ("show", "draw an image with its patch grid and a grid of sample patches (PNG)"),
     ("verify", "re-read every image and compare with the checksums written at build time"),
+    ("manifest", "name shards built separately (build --shard-index) as one store"),
     ("bench", "measure random-access throughput side by side with baselines"),
     ("demo", "build a store from sample images and read patches from it"),
 )
 
 
 def _modules() -> dict:
-    from . import bench, build, demo, index, info, show, verify
+    from . import bench, build, demo, index, info, manifest, show, verify
 
     return {"build": build, "info": info, "index": index, "show": show, "verify": verify,
-            "bench": bench, "demo": demo}
+            "manifest": manifest, "bench": bench, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ The command line of :func:`lazypatch.build`; every flag is a keyword of it.
 
 from __future__ import annotations
 
-from ..ingest import DEFAULT_WORKERS, build
+from ..ingest import build
 from ..ingest.files import PAGES
 from ..ingest.readers import READERS
 from ..store import format as fmt
@@ -16,8 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("source", help="folder (searched recursively), image file or glob of PNG, JPEG, "
                                        "TIFF, BMP, WebP, .npy, slide (.svs .ndpi .mrxs...), OME-TIFF, "
                                        "GeoTIFF, NIfTI or DICOM files (others are skipped and named)")
-    parser.add_argument("output", help="the store file to write (.h5); with --shards, the name "
-                                       "shards are derived from (OUT-00000-of-00004.h5)")
+    parser.add_argument("output", help="the store file to write (.h5); with --shards, --shard-size, --scheduler "
+                                       "or --append a manifest of shards written to OUT.shards/")
     parser.add_argument("--masks", metavar="DIR", help="folder (or glob) of masks, paired with images by file "
                                                        "stem; may be the image folder, with --mask-suffix")
     parser.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. '_mask'")
@@ -42,8 +42,6 @@ def add_arguments(parser) -> None:
                         help="the level-0 pixel size of files that record none")
     parser.add_argument("--spacing", metavar="Z,Y,X",
                         help="resample every volume to this voxel spacing (mm for NIfTI/DICOM; masks nearest)")
-    parser.add_argument("--tissue", choices=("otsu",),
-                        help="store a tissue mask per slide for foreground_filter(source='tissue')")
     parser.add_argument("--annotations", metavar="DIR",
                         help="QuPath/GeoJSON annotation files (.geojson) paired with slides by stem, "
                              "rasterized into masks (needs --classes)")
@@ -61,8 +59,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shards", type=int, help="write this many shard files (balanced by bytes)")
     parser.add_argument("--shard-size", help="instead: shards of at most about this size, e.g. 2GB")
     parser.add_argument("--shard-index", type=int,
-                        help="write only this shard (0-based): one machine per shard")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="write only this shard (0-based): one machine per shard; then `lazypatch manifest`")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run one task per shard on Dask: tcp://host:8786, or local:N for N local worker "
+                             "processes (pip install \"lazypatch[dask]\")")
+    parser.add_argument("--append", action="store_true",
+                        help="add the images as new shards to the manifest OUTPUT (no shard is rewritten)")
+    parser.add_argument("--workers", type=int,
                         help="threads decoding PNG/JPEG ahead of the writer (default: min(4, CPUs)); 0: none")
     parser.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -75,9 +78,10 @@ def run(args) -> int:
         allow_unmatched=args.allow_unmatched, mask_map=args.mask_map, layout=args.layout, tile=args.tile,
         compression=args.compression, compression_opts=args.compression_opts, checksum=args.checksum,
         spatial_ndim=args.spatial_ndim, pages=args.pages, reader=args.reader, level=args.level, mpp=args.mpp,
-        assume_mpp=args.assume_mpp, spacing=args.spacing, tissue=args.tissue, annotations=args.annotations,
+        assume_mpp=args.assume_mpp, spacing=args.spacing, annotations=args.annotations,
         classes=args.classes, ignore_value=args.ignore_value, stats=args.stats, label_stats=args.label_stats,
-        shards=args.shards, shard_size=args.shard_size, shard_index=args.shard_index,
+        shards=args.shards, shard_size=args.shard_size, shard_index=args.shard_index, scheduler=args.scheduler,
+        append=args.append,
         workers=args.workers, dry_run=args.dry_run, overwrite=args.overwrite,
         progress=not args.no_progress, verbose=True,
     )

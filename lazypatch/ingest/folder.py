@@ -29,11 +29,13 @@ from ..grid import is_int
 from ..store import ImageStore
 from ._signals import cleans_up_on_termination
 from .builder import LabelCounts, write_file
-from .files import (IMAGE_KINDS, PAGES, FileImages, companion_masks, describe_skipped, list_images,
+from .files import (IMAGE_KINDS, PAGES, companion_masks, describe_skipped, list_images,
                     pair_masks, stem)
 from .readers import READERS
-from .sources import VOLUME_READERS, MaskHeader, header_opener, plan_grids, reader_of
-from .shards import parse_size, shard_glob, shard_path, split_shards, stored_bytes
+from .sources import VOLUME_READERS, label_mapper, open_sources, reader_of
+from .cluster import (new_build_id, open_client, remove_build, remove_dead_temporaries, run_shards, shard_folder,
+                      shard_name, worker_summary)
+from .shards import parse_size, split_shards, stored_bytes
 from .validate import axes_warning, check_mask, check_options, check_same, default_tile, describe_image, warn
 
 __all__ = ["build", "DEFAULT_WORKERS"]
@@ -78,10 +80,11 @@ def _tile(value, spatial_ndim: int):
 def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched: bool = False,
           mask_map=None, layout: str = "tiled", tile=None, compression=None, compression_opts=None,
           checksum: bool = False, spatial_ndim=None, pages=None, reader=None, level=None, mpp=None,
-          assume_mpp=None, spacing=None, tissue=None, annotations=None, classes=None, ignore_value=None,
+          assume_mpp=None, spacing=None, annotations=None, classes=None, ignore_value=None,
           stats: bool = False, label_stats: bool = False,
-          shards=None, shard_size=None, shard_index=None, workers=DEFAULT_WORKERS,
-          dry_run: bool = False, overwrite: bool = False, progress: bool = True, verbose: bool = False):
+          shards=None, shard_size=None, shard_index=None, scheduler=None, client=None, append: bool = False,
+          workers=None, dry_run: bool = False, overwrite: bool = False, progress: bool = True,
+          verbose: bool = False):
     """Build a store (or shards of one) from a folder, file or glob of image files.
 
     The Python form of ``lazypatch build SOURCE OUTPUT``: each keyword is the
@@ -101,8 +104,10 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         :mod:`lazypatch.ingest.files`). Other files are skipped and named in
         the plan (hidden and system files such as ``.DS_Store`` are counted).
     output : str or os.PathLike
-        The store to write (``.h5``); with ``shards`` or ``shard_size`` the
-        name shards are derived from (``OUT-00000-of-00004.h5``).
+        The store to write (``.h5``); with ``shards``, ``shard_size``,
+        ``scheduler`` or ``append``, a manifest naming the shards, which are
+        written as ``OUT.shards/<build-id>-<k>.h5`` (see
+        :mod:`lazypatch.ingest.cluster`); ``ImageStore(OUT)`` opens it as one store.
     masks : str, optional
         Folder (or glob) of masks, paired with images by file stem. It may be
         the image folder itself when ``mask_suffix`` tells the masks apart
@@ -141,9 +146,6 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     spacing : float or sequence of 3 floats, optional
         Resample every volume to this voxel spacing (z, y, x), in the source's
         unit (mm for NIfTI and DICOM); linear for images, nearest for masks.
-    tissue : {None, "otsu"}
-        Store a low-resolution tissue mask per slide (Otsu on the saturation
-        of a thumbnail at <= 8 um/px) for ``foreground_filter(source="tissue")``.
     annotations : str, optional
         Folder (or glob) of QuPath / GeoJSON annotation files (.geojson,
         .json), paired with images by stem and rasterized into masks on the
@@ -162,9 +164,21 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     shard_size : str or int, optional
         Instead: shards of at most about this size (``"2GB"`` or bytes).
     shard_index : int, optional
-        Write only this shard (0-based): one machine per shard.
-    workers : int
-        Threads decoding PNG/JPEG ahead of the writer; 0 for none.
+        Write only this shard (0-based): one machine per shard, no manifest;
+        ``lazypatch manifest OUT SHARD...`` then makes one from the shards.
+    scheduler : str, optional
+        Run one task per shard on Dask.distributed: a scheduler address
+        (``tcp://head:8786``) or ``local:N`` for a LocalCluster of N one-thread
+        worker processes (``lazypatch[dask]``); not with ``workers``.
+    client : dask.distributed.Client, optional
+        The same with a client of your own (Python only).
+    append : bool
+        Add the images of ``source`` to the manifest at ``output`` as new
+        shards, and publish the next generation of the manifest; no shard is
+        rewritten, and readers of the old manifest keep reading its shards.
+    workers : int, optional
+        Threads decoding PNG/JPEG ahead of the writer (default: min(4, CPUs)); 0 for none (with a
+        scheduler, each task decodes in its worker's one thread).
     dry_run : bool
         Check everything and return the plan; write nothing.
     overwrite : bool
@@ -229,7 +243,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     if spatial_ndim is not None and spatial_ndim not in (2, 3):
         raise ParameterError(f"--spatial-ndim (spatial_ndim) must be 2 or 3, got {spatial_ndim}")
     tile = _tile(tile, spatial_ndim)
-    ingest = _ingest_options(reader, level, mpp, assume_mpp, spacing, tissue, annotations, classes,
+    ingest = _ingest_options(reader, level, mpp, assume_mpp, spacing, annotations, classes,
                              ignore_value, masks)
     asked_ndim = spatial_ndim
     if spatial_ndim is None:  # provisional until the files say whether they are volumes
@@ -237,7 +251,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     compression_opts = _optional_int(compression_opts, "compression_opts")
     shards = _optional_int(shards, "shards")
     shard_index = _optional_int(shard_index, "shard_index")
-    workers = _optional_int(workers, "workers")
+    given_workers, workers = workers, DEFAULT_WORKERS if workers is None else _optional_int(workers, "workers")
     checksum, stats, label_stats, allow_unmatched, dry_run, overwrite, progress, verbose = (
         _flag(v, n) for v, n in ((checksum, "checksum"), (stats, "stats"), (label_stats, "label_stats"),
                                  (allow_unmatched, "allow_unmatched"), (dry_run, "dry_run"),
@@ -251,6 +265,20 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         raise ParameterError(f"--workers (workers) must be 0 or more, got {workers}")
     if shards is not None and shard_size is not None:
         raise ParameterError("give --shards or --shard-size (shards= or shard_size=), not both")
+    append = _flag(append, "append")
+    distributed = scheduler is not None or client is not None
+    if distributed and given_workers is not None:
+        raise ParameterError(f"--workers (workers={workers}) and --scheduler (scheduler=/client=): with a "
+                             "scheduler each shard task decodes in its Dask worker's one thread; drop --workers")
+    if distributed and shards is None and shard_size is None:
+        raise ParameterError("--scheduler (scheduler=/client=) runs one task per shard: give --shards N or "
+                             "--shard-size SIZE (shards= or shard_size=)")
+    if distributed and shard_index is not None:
+        raise ParameterError("--shard-index writes one shard here; --scheduler writes them all: give one")
+    if append and shard_index is not None:
+        raise ParameterError("--append adds shards to a manifest; --shard-index writes one shard alone: give one")
+    if append and overwrite:
+        raise ParameterError("--append adds to the manifest at the output; --overwrite replaces it: give one")
     size = parse_size(shard_size) if shard_size is not None else None
     if mask_suffix and not masks:
         raise ParameterError(f"--mask-suffix {mask_suffix!r} needs --masks FOLDER (mask_suffix= needs masks=)")
@@ -261,10 +289,11 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     if mask_map and not masks:
         raise ParameterError("--mask-map maps mask labels: it needs --masks FOLDER (mask_map= needs masks=)")
     _check_output(output)
-    if (not dry_run and shards is None and size is None and shard_index is None and os.path.lexists(output)
-            and not overwrite):
+    if not dry_run and not append and shard_index is None and os.path.lexists(output) and not overwrite:
         raise StoreExistsError(errno.EEXIST, "the output exists; pass overwrite=True (--overwrite) "
-                                             "to replace it", output)  # before scanning the source
+                               "to replace it, or append=True (--append) to add to its manifest",
+                               output)  # before scanning the source
+    previous = _previous_manifest(output) if append else None
 
     listing = list_images(source)
     paths, root = listing
@@ -275,7 +304,7 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                                                    checksum)
     elif paths:
         _spatial_ndim(paths, ingest["reader"], asked_ndim)
-    for option, flag in (("tissue", "--tissue"), ("annotations", "--annotations"), ("mpp", "--mpp")):
+    for option, flag in (("annotations", "--annotations"), ("mpp", "--mpp")):
         if ingest[option] is not None and spatial_ndim != 2:
             raise ParameterError(f"{flag} ({option}=) applies to 2-D slides; {source!r} holds volumes "
                                  f"(spatial_ndim={spatial_ndim})")
@@ -305,21 +334,8 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
         _refuse_mixed_masks(paths, source)
 
     # pass 1: headers, every problem at once
-    image_problems, mask_problems = [], []
-    grid = {key: ingest[key] for key in ("level", "mpp", "assume_mpp")}
-    images = FileImages(paths, spatial_ndim, workers=workers, pages=pages, problems=image_problems,
-                        open_header=header_opener(spatial_ndim=spatial_ndim, reader=ingest["reader"],
-                                                  pages=pages, **grid))
-    mask_images = None
-    if mask_paths and not ingest["annotations"]:
-        mask_images = FileImages(mask_paths, spatial_ndim, workers=workers, mask=True, pages=pages,
-                                 problems=mask_problems,
-                                 open_header=header_opener(spatial_ndim=spatial_ndim, mask=True, pages=pages))
-    problems = [exc for _, exc in image_problems] + [exc for _, exc in mask_problems]
-    plan_grids(images.headers, mask_images.headers if mask_images is not None else None,
-               spatial_ndim=spatial_ndim, spacing=ingest["spacing"], problems=problems, **grid)
-    if ingest["annotations"]:
-        mask_images = _annotation_masks(images, mask_paths, ingest, workers, problems)
+    images, mask_images, problems = open_sources(paths, mask_paths, spatial_ndim=spatial_ndim, workers=workers,
+                                                 pages=pages, ingest=ingest)
     names = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
     first, first_position, mask_dtype, shapes = None, None, None, [None] * len(paths)
     for position, image in enumerate(images.headers):
@@ -366,9 +382,10 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
     per_image = stored_bytes(shapes, first.channels, first.dtype.itemsize, layout, tile)
     if mask_images is not None:
         per_image = per_image + stored_bytes(shapes, 1, mask_dtype.itemsize, layout, tile)
-    sharded = shards is not None or size is not None
+    sharded = shards is not None or size is not None or append or distributed
     ranges = split_shards(per_image, shards, size) if sharded else [(0, len(paths))]
-    outputs = [shard_path(output, k, len(ranges)) for k in range(len(ranges))] if sharded else [output]
+    build_id = new_build_id()
+    outputs = [shard_name(output, build_id, k) for k in range(len(ranges))] if sharded else [output]
     chosen = list(range(len(ranges)))
     if shard_index is not None:
         if not 0 <= shard_index < len(ranges):
@@ -386,9 +403,29 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                                                  "to replace it", outputs[k])
 
     # pass 2: decode and write
-    tissue_masks = _tissue_masks(images, ingest) if ingest["tissue"] else None
-    written, counted = 0, {}
     command = " ".join(["lazypatch"] + sys.argv[1:]) if sys.argv[1:2] == ["build"] else "lazypatch build"
+    if sharded:
+        write = dict(spatial_ndim=spatial_ndim, layout=layout, tile=tile, compression=compression,
+                     compression_opts=compression_opts, checksum=checksum, channel_stats=stats,
+                     label_stats=label_stats)
+        provenance = {"command": command, "source": os.path.abspath(source),
+                      "masks": os.path.abspath(masks) if masks else None, "mask_suffix": mask_suffix,
+                      "build_id": build_id}
+        if mask_map:
+            provenance["mask_map"] = {str(key): value for key, value in mask_map.items()}
+        provenance.update({key: value for key, value in ingest.items() if value is not None})
+        if ingest["annotations"]:
+            provenance["annotations"] = os.path.abspath(ingest["annotations"])
+        tasks = [{"paths": paths[a:b], "mask_paths": mask_paths[a:b] if mask_paths else None,
+                  "names": names[a:b], "spatial_ndim": spatial_ndim, "pages": pages, "ingest": ingest,
+                  "workers": 0 if distributed else workers, "mask_map": mask_map,
+                  "mask_dtype": None if mask_dtype is None else mask_dtype.str, "output": outputs[k],
+                  "write": dict(write, provenance=dict(provenance, shard=[k, len(ranges)], first_image=int(a)))}
+                 for k, (a, b) in enumerate(ranges) if k in chosen]
+        return _build_shards(tasks, output, build_id, previous, provenance, scheduler=scheduler, client=client,
+                             single=shard_index is not None, overwrite=overwrite, progress=progress,
+                             verbose=verbose, started=started)
+    written, counted = 0, {}
     for k in chosen:
         a, b = ranges[k]
         provenance = {"command": command, "source": os.path.abspath(source),
@@ -408,7 +445,6 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
                 overwrite=overwrite, progress=None if progress else False, channel_stats=stats,
                 label_stats=label_stats, provenance=provenance, warn_axes=False,
                 report=written_report if mask_images is not None else None,
-                **({"tissue": tissue_masks[a:b]} if tissue_masks is not None else {}),
             )
         except BaseException:
             done = [outputs[j] for j in chosen[:chosen.index(k)]]
@@ -429,9 +465,76 @@ def build(source, output, *, masks=None, mask_suffix: str = "", allow_unmatched:
               + ", ".join(outputs[k] for k in chosen))
         if counted:
             print(f"mask labels: {_labels_text(list(counted), list(counted.values()), share=True)}")
-        if len(ranges) > 1:
-            print(f"open them as one store: ImageStore(sorted(glob.glob({shard_glob(output, len(ranges))!r})))")
-    return ImageStore([outputs[k] for k in chosen] if len(chosen) > 1 else outputs[chosen[0]])
+    return ImageStore(outputs[0])
+
+
+def _previous_manifest(output: str):
+    """The manifest ``--append`` adds to: it must exist and be one."""
+    from ..store.manifest import is_manifest, read_manifest
+
+    if not os.path.exists(output):
+        raise FileNotFoundError(errno.ENOENT, "--append (append=True) adds to an existing manifest; there is "
+                                              "none: build it first without --append", output)
+    if not is_manifest(output):
+        raise ParameterError(f"--append (append=True) adds shards to a manifest, and {output!r} is a single "
+                             "store: open both as ImageStore([old, new]), or rebuild it with --shard-size")
+    return read_manifest(output)
+
+
+def _build_shards(tasks, output, build_id, previous, provenance, *, scheduler, client, single, overwrite,
+                  progress, verbose, started):
+    """Run the shard tasks and publish the manifest (NOTE [shard faults] in lazypatch.ingest.cluster)."""
+    from ..store.manifest import read_manifest, write_manifest
+
+    os.makedirs(shard_folder(output), exist_ok=True)
+    client, close = open_client(scheduler, client)
+    ready = time.perf_counter()
+    try:
+        results = run_shards(tasks, client=client, progress=progress)
+        if single:
+            path = results[0]["path"]
+        else:
+            seen = None if previous is None else previous.generation
+            if previous is None and overwrite and os.path.exists(output):
+                seen = read_manifest(output).generation if _is_manifest(output) else None
+            old = [] if previous is None else list(previous.shards)
+            write_manifest(output, old + [r["path"] for r in results], provenance=provenance,
+                           expected_generation=seen, overwrite=overwrite or previous is not None)
+            path = output
+    except BaseException:
+        remove_build(output, build_id)
+        raise
+    finally:
+        remove_dead_temporaries([task["output"] for task in tasks])
+        if close is not None:
+            close()
+    if verbose:
+        seconds = time.perf_counter() - started
+        pixels = sum(r["pixel_bytes"] for r in results)
+        on_disk = sum(r["file_bytes"] for r in results)
+        print(f"wrote {sum(r['images'] for r in results)} images in {len(results)} shard(s) "
+              f"({pixels / 1e6:,.1f} MB of pixels, {on_disk / 1e6:,.1f} MB on disk) in {seconds:.1f} s, "
+              f"{pixels / 1e6 / max(seconds, 1e-9):,.0f} MB/s" + (
+                  f" ({ready - started:.1f} s before the first task, cluster start included)" if client else ""))
+        print("\n".join(worker_summary(results)))
+        counted = {}
+        for result in results:
+            for value, count in result["labels"].items():
+                counted[value] = counted.get(value, 0) + count
+        if counted:
+            print(f"mask labels: {_labels_text(list(counted), list(counted.values()), share=True)}")
+        if single:
+            print(f"when every shard is written: lazypatch manifest {output} {shard_folder(output)}/*.h5")
+        else:
+            print(f"{output}: a manifest of {len(results) + (len(previous.shards) if previous else 0)} shard(s); "
+                  f"open it as one store: ImageStore({output!r})")
+    return ImageStore(path)
+
+
+def _is_manifest(path) -> bool:
+    from ..store.manifest import is_manifest
+
+    return is_manifest(path)
 
 
 def _positive_float(value, name: str):
@@ -463,7 +566,7 @@ def _spacing_target(value):
     return tuple(numbers)
 
 
-def _ingest_options(reader, level, mpp, assume_mpp, spacing, tissue, annotations, classes, ignore_value,
+def _ingest_options(reader, level, mpp, assume_mpp, spacing, annotations, classes, ignore_value,
                     masks) -> dict:
     """The format options of ``build`` checked and in their natural types (see its docstring)."""
     if reader is not None and reader not in READERS:
@@ -481,8 +584,6 @@ def _ingest_options(reader, level, mpp, assume_mpp, spacing, tissue, annotations
                                                      "the masks come from one of them")):
         if first is not None and first is not False and second is not None and second is not False:
             raise ParameterError(f"{both}; give one, got both")
-    if tissue not in (None, "otsu"):
-        raise ParameterError(f"--tissue (tissue=) must be 'otsu', got {tissue!r}")
     if annotations is not None and not isinstance(annotations, (str, os.PathLike)):
         raise ParameterTypeError(f"annotations must be a folder or glob (str), got {annotations!r}")
     if annotations is not None and classes is None:
@@ -501,7 +602,7 @@ def _ingest_options(reader, level, mpp, assume_mpp, spacing, tissue, annotations
 
         classes = parse_classes(classes)
     return {"reader": reader, "level": level, "mpp": mpp, "assume_mpp": assume_mpp, "spacing": spacing,
-            "tissue": tissue, "annotations": None if annotations is None else os.fspath(annotations),
+            "annotations": None if annotations is None else os.fspath(annotations),
             "classes": classes,
             "ignore_value": None if annotations is None else 0 if ignore_value is None else ignore_value}
 
@@ -543,38 +644,6 @@ def list_annotations(source) -> list:
     return sorted(found)
 
 
-def _tissue_masks(images, ingest) -> list:
-    """Each slide's tissue mask from a thumbnail (``--tissue otsu``), before anything is written."""
-    from .tissue import tissue_mask
-
-    assumed = None if ingest["assume_mpp"] is None else (ingest["assume_mpp"],) * 2
-    return [tissue_mask(header.path, reader=getattr(header, "reader_name", None), spacing=assumed).mask
-            for header in images.headers]
-
-
-def _annotation_masks(images, paths, ingest, workers, problems) -> FileImages:
-    """Each image's annotations rasterized on its stored grid (QuPath: level-0 pixels)."""
-    from .annotations import AnnotationMask
-
-    headers = []
-    for image, path in zip(images.headers, paths):
-        if image is None:
-            headers.append(None)
-            continue
-        stored = tuple(image.shape[:2])
-        level0 = tuple((getattr(image, "geometry", None) or {}).get("source_shape") or stored)
-        try:
-            mask = AnnotationMask(path, stored, ingest["classes"], scale=(stored[0] / level0[0],
-                                                                           stored[1] / level0[1]),
-                                  ignore_value=ingest["ignore_value"])
-        except (ImageReadError, ParameterError) as exc:
-            problems.append(exc)
-            headers.append(None)
-            continue
-        headers.append(MaskHeader(mask, path))
-    return FileImages.from_headers(paths, headers, workers)
-
-
 def parse_mask_map(value):
     """``{old: new}`` from a dict or the CLI's ``"255=1,128=2"``; None stays None.
 
@@ -607,33 +676,6 @@ def parse_mask_map(value):
 
 def _is_int_text(text: str) -> bool:
     return re.fullmatch(r"\s*-?[0-9]+\s*", text) is not None
-
-
-def label_mapper(mask_map: dict, dtype):
-    """A function replacing mask values as ``mask_map`` says, checked against the masks' dtype.
-
-    >>> label_mapper({255: 1}, np.dtype(np.uint8))(np.array([0, 255, 7], np.uint8)).tolist()
-    [0, 1, 7]
-    """
-    dtype = np.dtype(dtype)
-    low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
-    for key, new in mask_map.items():
-        for what, value in (("value", key), ("new label", new)):
-            if not low <= value <= high:
-                raise ParameterError(f"mask_map (--mask-map) {key}={new}: the {what} {value} is outside "
-                                     f"what {dtype.name} masks hold ({low}..{high})")
-    if dtype.kind == "u" and dtype.itemsize <= 2:
-        table = np.arange(1 << (8 * dtype.itemsize), dtype=dtype)
-        table[list(mask_map)] = list(mask_map.values())
-        return lambda mask: table[mask]
-
-    def apply(mask):
-        out = np.array(mask, copy=True)
-        for key, new in mask_map.items():  # every test on the original values: swaps work
-            out[mask == key] = new
-        return out
-
-    return apply
 
 
 def _masks_beside_images(paths, source, masks, mask_suffix):

@@ -434,3 +434,76 @@ class MaskHeader:
     def __array__(self, dtype=None, copy=None):
         array = self[...]
         return array if dtype is None else array.astype(dtype)
+
+
+def open_sources(paths, mask_paths, *, spatial_ndim: int, workers: int, pages, ingest: dict):
+    """(images, masks or None, problems): every header read, every grid planned (the first pass,
+    and in a cluster each shard's task again for its images)."""
+    from .files import FileImages
+    image_problems, mask_problems = [], []
+    grid = {key: ingest[key] for key in ("level", "mpp", "assume_mpp")}
+    images = FileImages(paths, spatial_ndim, workers=workers, pages=pages, problems=image_problems,
+                        open_header=header_opener(spatial_ndim=spatial_ndim, reader=ingest["reader"],
+                                                  pages=pages, **grid))
+    mask_images = None
+    if mask_paths and not ingest["annotations"]:
+        mask_images = FileImages(mask_paths, spatial_ndim, workers=workers, mask=True, pages=pages,
+                                 problems=mask_problems,
+                                 open_header=header_opener(spatial_ndim=spatial_ndim, mask=True, pages=pages))
+    problems = [exc for _, exc in image_problems] + [exc for _, exc in mask_problems]
+    plan_grids(images.headers, mask_images.headers if mask_images is not None else None,
+               spatial_ndim=spatial_ndim, spacing=ingest["spacing"], problems=problems, **grid)
+    if ingest["annotations"]:
+        mask_images = _annotation_masks(images, mask_paths, ingest, workers, problems)
+    return images, mask_images, problems
+
+
+def _annotation_masks(images, paths, ingest, workers, problems):
+    """Each image's annotations rasterized on its stored grid (QuPath: level-0 pixels)."""
+    from .annotations import AnnotationMask
+    from .files import FileImages
+
+    headers = []
+    for image, path in zip(images.headers, paths):
+        if image is None:
+            headers.append(None)
+            continue
+        stored = tuple(image.shape[:2])
+        level0 = tuple((getattr(image, "geometry", None) or {}).get("source_shape") or stored)
+        try:
+            mask = AnnotationMask(path, stored, ingest["classes"], scale=(stored[0] / level0[0],
+                                                                           stored[1] / level0[1]),
+                                  ignore_value=ingest["ignore_value"])
+        except (ImageReadError, ParameterError) as exc:
+            problems.append(exc)
+            headers.append(None)
+            continue
+        headers.append(MaskHeader(mask, path))
+    return FileImages.from_headers(paths, headers, workers)
+
+
+def label_mapper(mask_map: dict, dtype):
+    """A function replacing mask values as ``mask_map`` says, checked against the masks' dtype.
+
+    >>> label_mapper({255: 1}, np.dtype(np.uint8))(np.array([0, 255, 7], np.uint8)).tolist()
+    [0, 1, 7]
+    """
+    dtype = np.dtype(dtype)
+    low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for key, new in mask_map.items():
+        for what, value in (("value", key), ("new label", new)):
+            if not low <= value <= high:
+                raise ParameterError(f"mask_map (--mask-map) {key}={new}: the {what} {value} is outside "
+                                     f"what {dtype.name} masks hold ({low}..{high})")
+    if dtype.kind == "u" and dtype.itemsize <= 2:
+        table = np.arange(1 << (8 * dtype.itemsize), dtype=dtype)
+        table[list(mask_map)] = list(mask_map.values())
+        return lambda mask: table[mask]
+
+    def apply(mask):
+        out = np.array(mask, copy=True)
+        for key, new in mask_map.items():  # every test on the original values: swaps work
+            out[mask == key] = new
+        return out
+
+    return apply

@@ -196,6 +196,14 @@ class ImageStore:
         self._io_threads = int(io_threads)
         self._locking = locking
         paths = _as_paths(path)
+        self._manifest = None
+        if len(paths) == 1:
+            from .manifest import check_shards, is_manifest, read_manifest
+
+            if is_manifest(paths[0]):  # a sharded store's manifest (lazypatch.store.manifest)
+                manifest = read_manifest(paths[0])
+                check_shards(manifest)
+                self._manifest, paths = manifest.path, manifest.shards
         self._open([fmt.read_store_info(p, locking) for p in paths])
 
     def _open(self, infos) -> None:
@@ -248,7 +256,7 @@ class ImageStore:
     def __getstate__(self):
         return {"paths": self.paths, "io": self._io, "io_threads": self._io_threads,
                 "locking": self._locking, "identities": [s.info.identity for s in self._shards],
-                "closed": self._closed}
+                "closed": self._closed, "manifest": self._manifest}
 
     def __setstate__(self, state):
         self._io, self._io_threads, self._locking = state["io"], state["io_threads"], state["locking"]
@@ -260,6 +268,7 @@ class ImageStore:
                 )
         self._open(infos)
         self._closed = state["closed"]
+        self._manifest = state.get("manifest")
 
     def close(self) -> None:
         """Release this process's file handles; further reads raise StoreClosedError."""
@@ -278,8 +287,8 @@ class ImageStore:
     # -- description ------------------------------------------------------------------
     @property
     def path(self) -> str:
-        """The store's file (the first shard's, when there are several)."""
-        return self._info.path
+        """The store's file: its manifest for a sharded store opened by one, else the first shard's."""
+        return self._manifest or self._info.path
 
     @property
     def paths(self) -> list:

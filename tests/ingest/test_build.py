@@ -162,21 +162,23 @@ def test_shards_by_count_size_and_index(folder, capsys):
     src, out = str(folder / "images"), str(folder / "s.h5")
     assert main(["build", src, str(folder / "whole.h5"), "--no-progress"]) == 0
     assert main(["build", src, out, "--shards", "3", "--no-progress"]) == 0
-    assert "ImageStore(sorted(glob.glob(" in capsys.readouterr().out
-    paths = sorted(glob.glob(str(folder / "s-*-of-00003.h5")))
+    assert "a manifest of 3 shard(s)" in capsys.readouterr().out
+    paths = sorted(glob.glob(str(folder / "s.h5.shards" / "*.h5")))
     assert len(paths) == 3
-    whole, sharded = ImageStore(folder / "whole.h5"), ImageStore(paths)
+    whole, sharded = ImageStore(folder / "whole.h5"), ImageStore(out)  # the manifest opens as one store
+    assert sharded.paths == paths and sharded.path == out
     assert sharded.names == whole.names and np.array_equal(sharded.shapes, whole.shapes)
     a, b = PatchDataset(whole, 64), PatchDataset(sharded, 64)
     every = np.arange(len(a))
     assert torch.equal(a.read_batch(every)["image"], b.read_batch(every)["image"])
-    # one machine per shard
+    # one machine per shard: only shard 1, no manifest (lazypatch manifest makes it later)
     assert main(["build", src, str(folder / "m.h5"), "--shards", "2", "--shard-index", "1", "--no-progress"]) == 0
-    assert sorted(os.listdir(folder)).count("m-00001-of-00002.h5") == 1
-    assert not (folder / "m-00000-of-00002.h5").exists()
+    assert "when every shard is written: lazypatch manifest" in capsys.readouterr().out
+    assert [n[-9:] for n in os.listdir(folder / "m.h5.shards")] == ["-00001.h5"]
+    assert not (folder / "m.h5").exists()
     assert main(["build", src, str(folder / "z.h5"), "--shard-size", "1MB", "--no-progress"]) == 0
-    assert len(glob.glob(str(folder / "z-*-of-*.h5"))) == 4  # every image exceeds 1 MB
-    assert main(["build", src, out, "--shards", "9"]) == 1
+    assert len(glob.glob(str(folder / "z.h5.shards" / "*.h5"))) == 4  # every image exceeds 1 MB
+    assert main(["build", src, str(folder / "n.h5"), "--shards", "9"]) == 1
     assert "--shards must be between 1 and the 4 images, got 9" in capsys.readouterr().err
 
 
@@ -284,7 +286,7 @@ def test_hdf5plugin_codecs(tmp_path, codec):
         in result.stdout
 
 
-def test_a_failed_shard_names_the_shards_written(tmp_path, capsys):
+def test_a_failed_sharded_build_leaves_nothing(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     for name in "abcd":
         Image.fromarray(np.full((64, 64, 3), ord(name), np.uint8)).save(tmp_path / "src" / f"{name}.png")
@@ -293,5 +295,5 @@ def test_a_failed_shard_names_the_shards_written(tmp_path, capsys):
     assert main(["build", str(tmp_path / "src"), str(tmp_path / "s.h5"), "--shards", "2", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "cannot decode image" in err and "d.png" in err
-    assert "the collection is incomplete: 1 of 2 shards were written" in err and "--shard-index 1" in err
-    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".h5")) == ["s-00000-of-00002.h5"]
+    assert not (tmp_path / "s.h5").exists()  # no manifest, and the shard written before is removed
+    assert not (tmp_path / "s.h5.shards").exists() or os.listdir(tmp_path / "s.h5.shards") == []

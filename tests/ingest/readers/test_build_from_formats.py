@@ -251,7 +251,6 @@ def test_a_geotiff_keeps_rasterios_crs_and_transform(tmp_path, tissue):
     (dict(reader="gdal"), r"--reader \(reader=\) must be one of openslide, tifffile"),
     (dict(mpp=-1), r"--mpp \(mpp=\) must be a positive number, got -1"),
     (dict(spacing="1,1"), r"--spacing \(spacing=\) takes one number or three"),
-    (dict(tissue="dark"), r"--tissue \(tissue=\) must be 'otsu'"),
     (dict(level=-1), r"--level \(level=\) must be 0 or more"),
 ])
 def test_conflicting_or_bad_options(tmp_path, slide_pyramid, options, message):
