@@ -45,6 +45,7 @@ _EXPORTS = {
     "TorchvisionTransform": "lazypatch.data",
     # inference
     "PatchAggregator": "lazypatch.inference",
+    "export": "lazypatch.inference",
     # errors (also in lazypatch.errors)
     "LazypatchError": "lazypatch.errors",
     "ParameterError": "lazypatch.errors",

@@ -27,16 +27,17 @@ COMMANDS = (
     ("show", "draw an image with its patch grid and a grid of sample patches (PNG)"),
     ("verify", "re-read every image and compare with the checksums written at build time"),
     ("manifest", "name shards built separately (build --shard-index) as one store"),
+    ("export", "write stitched predictions as NIfTI, OME-TIFF or GeoTIFF with their geometry"),
     ("bench", "measure random-access throughput side by side with baselines"),
     ("demo", "build a store from sample images and read patches from it"),
 )
 
 
 def _modules() -> dict:
-    from . import bench, build, demo, index, info, manifest, show, verify
+    from . import bench, build, demo, export, index, info, manifest, show, verify
 
     return {"build": build, "info": info, "index": index, "show": show, "verify": verify,
-            "manifest": manifest, "bench": bench, "demo": demo}
+            "manifest": manifest, "export": export, "bench": bench, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,12 @@
-"""Inference: predictions on patches stitched back into whole images.
+"""Inference: predictions on patches stitched back into whole images, and written as files.
 
 - :mod:`.aggregator`: :class:`PatchAggregator`, weighted blending (average,
-  gaussian, hann, crop) into memory or an HDF5 file written atomically.
+  gaussian, hann, crop) into memory or an HDF5 file written atomically, each
+  prediction with its image's geometry.
+- :mod:`.export`: :func:`export`, predictions as NIfTI, OME-TIFF or GeoTIFF.
 """
 
 from .aggregator import PatchAggregator
+from .export import export, read_predictions
 
-__all__ = ["PatchAggregator"]
+__all__ = ["PatchAggregator", "export", "read_predictions"]

@@ -28,6 +28,7 @@ finished and named in a LazypatchWarning that gives the fix.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import weakref
@@ -524,6 +525,10 @@ class PatchAggregator:
             dataset = fmt.write_dataset(self._h5["predictions"], str(image_id), result)
             dataset.attrs["image_id"] = image_id
             dataset.attrs["name"] = fmt.attribute(self._name(image))
+            # the image's physical geometry (ImageStore.geometry), for lazypatch export
+            geometry = self._names.geometry(image_id) if self._names is not None else {"spacing": None,
+                                                                                         "unit": None}
+            dataset.attrs["geometry"] = fmt.attribute(json.dumps(geometry, sort_keys=True))
             self._uncovered[image_id] = int(uncovered.sum())
             self._done[image] = True
         else:
