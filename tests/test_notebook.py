@@ -2,6 +2,9 @@
 
 quickstart.ipynb: build, look, train, stitch (two pictures, patches/s, a loss).
 training.ipynb: DataLoader workers, pinned non-blocking copies, augmentation on the device.
+The README's recipes, each on generated data: pathology.ipynb (slides at two mpp and QuPath
+annotations to one 0.5 um store, OME-TIFF out), radiology.ipynb (NIfTI at 1 mm, NIfTI out on the
+scans' grid), remote_sensing.ipynb (GeoTIFF in, the CRS kept to GeoTIFF predictions).
 """
 
 import json
@@ -11,7 +14,7 @@ import tempfile
 import pytest
 
 FOLDER = os.path.join(os.path.dirname(__file__), os.pardir, "notebooks")
-NOTEBOOKS = ["quickstart.ipynb", "training.ipynb"]
+NOTEBOOKS = ["quickstart.ipynb", "training.ipynb", "pathology.ipynb", "radiology.ipynb", "remote_sensing.ipynb"]
 
 
 def _run(name, tmp_path):
@@ -52,5 +55,20 @@ def test_training_runs_and_cleans_up(tmp_path):
     before = set(os.listdir(tempfile.gettempdir()))
     text, _ = _run("training.ipynb", tmp_path)
     assert text.count("patches/s") == 2 and "step 8: loss" in text
+    left = {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("lazypatch-")}
+    assert left == set()
+
+
+@pytest.mark.requires_notebook
+@pytest.mark.parametrize("name, expected", [
+    ("pathology.ipynb", ["spacing [0.5, 0.5] um", "tissue patches of", "PhysicalSizeX=\"0.5\""]),
+    ("radiology.ipynb", ["spacing [1.0", "case0.nii.gz True True", "case2.nii.gz True True"]),
+    ("remote_sensing.ipynb", ["tile0.tif True True", "tile1.tif True True"]),
+])
+def test_recipe_runs_and_cleans_up(tmp_path, name, expected):
+    before = set(os.listdir(tempfile.gettempdir()))
+    text, _ = _run(name, tmp_path)
+    for line in expected:
+        assert line in text, (line, text)
     left = {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("lazypatch-")}
     assert left == set()
