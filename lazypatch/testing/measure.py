@@ -53,6 +53,28 @@ def proc_status(pid="self") -> dict:
     return values
 
 
+def watch_peak_rss_anon(interval: float = 0.01) -> list:
+    """Start a daemon thread sampling this process's RssAnon every ``interval`` seconds;
+    returns a one-item list holding the peak so far, in MiB (0 where /proc is absent).
+
+    >>> peak = watch_peak_rss_anon()
+    >>> isinstance(peak[0], float)
+    True
+    """
+    import threading
+    import time
+
+    peak = [0.0]
+
+    def watch():
+        while True:
+            peak[0] = max(peak[0], proc_status().get("RssAnon", 0.0))
+            time.sleep(interval)
+
+    threading.Thread(target=watch, daemon=True, name="lazypatch-rss-watch").start()
+    return peak
+
+
 def evict(path) -> None:
     """Drop a file's pages from the page cache (``fsync``, then ``POSIX_FADV_DONTNEED``).
 

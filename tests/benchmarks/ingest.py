@@ -43,16 +43,9 @@ sys.path.insert(0, HERE)
 from _common import command_line, machine, now  # noqa: E402
 
 CHILD = r"""
-import json, sys, threading, time
-peak = [0]
-def watch():
-    while True:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("RssAnon"):
-                    peak[0] = max(peak[0], int(line.split()[1]))
-        time.sleep(0.01)
-threading.Thread(target=watch, daemon=True).start()
+import json, sys, time
+from lazypatch.testing.measure import watch_peak_rss_anon
+peak = watch_peak_rss_anon()
 method, slide, out, mpp = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 started = time.perf_counter()
 if method == "openslide tiles":
@@ -77,7 +70,7 @@ else:
     lazypatch.build(slide, out, progress=False, overwrite=True, **options).close()
 seconds = time.perf_counter() - started
 time.sleep(0.03)
-print(json.dumps({"seconds": seconds, "peak_mib": peak[0] / 1024}))
+print(json.dumps({"seconds": seconds, "peak_mib": peak[0]}))
 """
 
 METHODS = ["openslide tiles", "tifffile tiles", "build", "build --reader openslide", "build --mpp"]

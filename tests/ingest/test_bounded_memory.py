@@ -25,21 +25,14 @@ from lazypatch.testing.samples import write_slide
 LIMIT_MIB = 512
 
 MEASURE = r"""
-import json, sys, threading, time
+import json, sys, time
 import lazypatch
-peak = [0]
-def watch():
-    while True:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("RssAnon"):
-                    peak[0] = max(peak[0], int(line.split()[1]))
-        time.sleep(0.01)
-threading.Thread(target=watch, daemon=True).start()
+from lazypatch.testing.measure import watch_peak_rss_anon
+peak = watch_peak_rss_anon()
 options = json.loads(sys.argv[3])
 lazypatch.build(sys.argv[1], sys.argv[2], progress=False, **options).close()
 time.sleep(0.05)
-print(json.dumps({"peak_mib": peak[0] / 1024}))
+print(json.dumps({"peak_mib": peak[0]}))
 """
 
 
