@@ -15,7 +15,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["reference.py", "peers.py", "soak.py", "memory.py", "build.py", "sampling.py", "overheads.py",
-           "workers.py", "ingest.py"]
+           "workers.py", "ingest.py", "cluster.py"]
 TINY_STORE = ["--size-gb", "0.005", "--image-size", "96", "--patch", "32"]
 
 
@@ -57,6 +57,7 @@ def test_peers():
     ("sampling.py", ["--scale", "0.01"], "aggregator_per_s"),
     ("workers.py", ["--size-gb", "0.005", "--batches", "2", "--repeats", "1", "--no-peers"], "read_batch"),
     ("ingest.py", ["--height", "600", "--width", "500", "--repeats", "1"], "build --mpp 0.4"),
+    ("cluster.py", ["--size-gb", "0.007", "--shards", "2", "--repeats", "1"], "Dask workers"),
 ])
 def test_tiny_run(script, args, expected):
     assert expected in run(script, *args)
