@@ -101,8 +101,13 @@ class PatchAggregator:
     out : str or os.PathLike, optional
         An HDF5 file for the results: each finished image is written as the
         float32 dataset ``predictions/<image id>`` of shape (C, *spatial) and
-        dropped from memory, with attributes ``image_id`` and ``name`` (the
-        image's name in the store; its number without a store); the file's
+        dropped from memory, with attributes ``image_id``, ``name`` (the
+        image's name in the store; its number without a store) and
+        ``geometry`` (the JSON of ``ImageStore.geometry``, its spacing, affine
+        or georeferencing; ``{"spacing": null, "unit": null}`` without a
+        store), which :func:`lazypatch.export` writes back into NIfTI,
+        OME-TIFF or GeoTIFF files and :func:`~lazypatch.inference.read_predictions`
+        reads; the file's
         attributes record ``patch_size``, ``stride``, ``edge`` and ``mode``,
         and its datasets ``image_ids`` the images aggregated and ``names`` /
         ``name_offsets`` their names (UTF-8, back to back, as in a store:
@@ -525,9 +530,8 @@ class PatchAggregator:
             dataset = fmt.write_dataset(self._h5["predictions"], str(image_id), result)
             dataset.attrs["image_id"] = image_id
             dataset.attrs["name"] = fmt.attribute(self._name(image))
-            # the image's physical geometry (ImageStore.geometry), for lazypatch export
-            geometry = self._names.geometry(image_id) if self._names is not None else {"spacing": None,
-                                                                                         "unit": None}
+            # the image's physical geometry, for lazypatch export (fixed-length UTF-8: NOTE [hardened metadata])
+            geometry = {"spacing": None, "unit": None} if self._names is None else self._names.geometry(image_id)
             dataset.attrs["geometry"] = fmt.attribute(json.dumps(geometry, sort_keys=True))
             self._uncovered[image_id] = int(uncovered.sum())
             self._done[image] = True
