@@ -46,6 +46,7 @@ _EXPORTS = {
     # inference
     "PatchAggregator": "lazypatch.inference",
     "export": "lazypatch.inference",
+    "merge_predictions": "lazypatch.inference",
     # errors (also in lazypatch.errors)
     "LazypatchError": "lazypatch.errors",
     "ParameterError": "lazypatch.errors",

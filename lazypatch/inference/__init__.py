@@ -4,9 +4,11 @@
   gaussian, hann, crop) into memory or an HDF5 file written atomically, each
   prediction with its image's geometry.
 - :mod:`.export`: :func:`export`, predictions as NIfTI, OME-TIFF or GeoTIFF.
+- :mod:`.merge`: :func:`merge_predictions`, the files of several ranks as one.
 """
 
 from .aggregator import PatchAggregator
 from .export import export, read_predictions
+from .merge import merge_predictions
 
-__all__ = ["PatchAggregator", "export", "read_predictions"]
+__all__ = ["PatchAggregator", "export", "merge_predictions", "read_predictions"]
