@@ -103,5 +103,5 @@ def test_new_stores_record_the_minor_format_version(tmp_path):
 
     store = lazypatch.write_store(tmp_path / "s.h5", [np.zeros((8, 8), np.uint8)], progress=False)
     assert store.attrs["lazypatch_format_version"] == fmt.FORMAT_VERSION
-    assert store.attrs["lazypatch_format_minor"] == fmt.FORMAT_MINOR
+    assert store.attrs["lazypatch_format_minor"] == fmt.format_minor(tissue=False) == 1  # 1.2 only with tissue
     store.close()

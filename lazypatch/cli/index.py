@@ -6,7 +6,7 @@ from __future__ import annotations
 import h5py
 
 from ..stats.channels import ChannelStats
-from ..stats.foreground import foreground_filter
+from ..stats.foreground import SOURCES, foreground_filter
 from ..stats.labels import LabelStats
 from ..store import ImageStore
 from ._args import add_grid, int_list
@@ -22,7 +22,9 @@ def add_arguments(parser) -> None:
                         help="a filter keeping grid patches with enough foreground")
     add_grid(parser, "grid of --foreground")
     parser.add_argument("--threshold", type=float, default=0.5, help="minimum foreground fraction")
-    parser.add_argument("--from", dest="source", default="mask", choices=("mask", "intensity"))
+    parser.add_argument("--from", "--source", dest="source", default="mask", choices=SOURCES,
+                        help="foreground from the masks, the pixels' intensity, or the tissue masks "
+                             "stored by `lazypatch build --tissue otsu` (default: mask)")
     parser.add_argument("--intensity", default="otsu", help="'otsu' or a number (with --from intensity)")
     parser.add_argument("--brighter", action="store_true", help="foreground is brighter than the threshold")
     parser.add_argument("--out", help="sidecar path (default: next to the store)")

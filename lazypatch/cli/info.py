@@ -28,6 +28,8 @@ def run(args) -> int:
                 print(f"{('grid.' + sub):<{width + 5}}  {subvalue}")
         elif key == "names" and value is not None:
             print(f"{key:<{width + 5}}  {_names(value)}")
+        elif key == "tissue_fraction" and value is not None:
+            print(f"{key:<{width + 5}}  {_tissue(value)}")
         else:
             print(f"{key:<{width + 5}}  {value}")
     return 0
@@ -40,6 +42,20 @@ def _names(names: dict) -> str:
         shown.append("…")
     shown += [_quoted(n) for n in names["last"]]
     return f"{names['count']}: " + ", ".join(shown)
+
+
+def _tissue(fractions: list) -> str:
+    """``mean 0.412, min 0.05 (a), max 0.8 (c) over 3 images; 1 without a mask``: one line
+    for any number of images (``--json`` lists every image's fraction)."""
+    known = [(value, k) for k, value in enumerate(fractions) if value is not None]
+    missing = len(fractions) - len(known)
+    without = f"; {missing} without a mask" if missing else ""
+    if not known:
+        return f"no image has a tissue mask{without}"
+    low, high = min(known), max(known)
+    mean = sum(value for value, _ in known) / len(known)
+    return (f"mean {mean:.3f}, min {low[0]:g} (image {low[1]}), max {high[0]:g} (image {high[1]}) "
+            f"over {len(known)} image{'s' if len(known) != 1 else ''}{without}")
 
 
 def _quoted(name: str) -> str:

@@ -37,8 +37,8 @@ from ..stats.blocks import BlockCounter
 from ..stats.channels import ChannelStats
 from ._signals import termination_as_exception
 from .validate import (MISSING, ImageSpec, as_arraylike, axes_warning, check_mask, check_options, check_same,
-                       default_tile, describe_image, geometry_text, meta_text, planned_shapes, prevalidate, store_dtype, warn,
-                       zip_inputs)
+                       check_tissue, check_tissue_count, default_tile, describe_image, geometry_text, meta_text,
+                       planned_shapes, prevalidate, store_dtype, warn, zip_inputs)
 
 _SPOOL_COPY_CHUNK = 1 << 30
 _BAND_BYTES = 16 << 20  # rows per write in the contiguous layout
@@ -179,7 +179,8 @@ class Builder:
 
     def __init__(self, tmp_path, *, spatial_ndim, layout, tile, compression, compression_opts,
                  checksum, planned_shapes=None, check_finite=False, label_block=None,
-                 channel_stats=False, provenance=None, on_bytes=None, warn_axes=True, count_labels=False):
+                 channel_stats=False, provenance=None, on_bytes=None, warn_axes=True, count_labels=False,
+                 tissue=None):
         self.tmp_path = tmp_path
         self.ndim = spatial_ndim
         self.layout = layout
@@ -206,6 +207,7 @@ class Builder:
         self.on_bytes = on_bytes  # called with the decoded bytes of each band written (progress)
         self.warn_axes = warn_axes
         self.label_totals = LabelCounts() if count_labels else None
+        self.tissue = tissue  # checked tissue masks (uint8 0/1 or None), one per image, or None
         self._checksums = _Checksums()
 
     # records per image
@@ -402,10 +404,14 @@ class Builder:
         fmt.write_dataset(h5, fmt.D_GEOMETRY_OFFSETS, offsets, checksum=True)
         info_crcs = [fmt.info_crc(n, m) for n, m in zip(self.names, self.metas)]
         fmt.write_dataset(h5, fmt.D_INFO_CRC, np.asarray(info_crcs, dtype=np.uint32))
+        has_tissue = self.tissue is not None
+        if has_tissue:
+            check_tissue_count(self.tissue, len(self.shapes))
+            self._write_tissue(h5, shapes)
         attrs = {
             fmt.A_FORMAT: fmt.FORMAT_NAME,
             fmt.A_VERSION: fmt.FORMAT_VERSION,
-            fmt.A_MINOR: fmt.FORMAT_MINOR,
+            fmt.A_MINOR: fmt.format_minor(has_tissue),
             fmt.A_LIBRARY: lazypatch_version(),
             fmt.A_LAYOUT: self.layout,
             fmt.A_NDIM: self.ndim,
@@ -428,6 +434,37 @@ class Builder:
         h5.close()
         os.fsync(self.fd)
         self.close()
+
+    def _write_tissue(self, h5, shapes: np.ndarray) -> None:
+        """The ``tissue`` group (format 1.2): masks back to back, their shapes, offsets,
+        CRC32s and each image's tissue fraction, every dataset with its own CRC32."""
+        from ..stats.foreground import upsampled_fractions
+
+        count = len(self.tissue)
+        mask_shapes = np.zeros((count, 2), np.int64)
+        crcs = np.zeros(count, np.uint32)
+        fractions = np.full(count, np.nan)
+        for position, (mask, shape) in enumerate(zip(self.tissue, shapes)):
+            if mask is None:
+                continue
+            mask_shapes[position] = mask.shape
+            crcs[position] = zlib.crc32(mask)
+            fractions[position] = upsampled_fractions(mask, shape, tuple(int(v) for v in shape))[0]
+        offsets = np.zeros(count + 1, np.int64)
+        np.cumsum(mask_shapes.prod(axis=1), out=offsets[1:])
+        group = h5.create_group(fmt.G_TISSUE)
+        masks = group.create_dataset("masks", shape=(int(offsets[-1]),), dtype=np.uint8, track_times=False)
+        crc = 0
+        for position, mask in enumerate(self.tissue):  # one at a time: no second copy of every mask
+            if mask is not None:
+                masks[offsets[position]:offsets[position + 1]] = mask.reshape(-1)
+                crc = zlib.crc32(mask, crc)
+        masks.attrs["crc32"] = np.uint32(crc)
+        fmt.flush(masks, repr(fmt.D_TISSUE_MASKS))
+        fmt.write_dataset(group, "shapes", mask_shapes, checksum=True)
+        fmt.write_dataset(group, "offsets", offsets, checksum=True)
+        fmt.write_dataset(group, "crc32", crcs, checksum=True)
+        fmt.write_dataset(group, "fraction", fractions, checksum=True)
 
     def close(self, failed: bool = False) -> None:
         """Release every handle and remove spool files (not the temporary store).
@@ -485,7 +522,7 @@ def _copy_range(src_fd: int, dst_fd: int, count: int, dst_offset: int) -> None:
 def write_file(path, images, *, masks=None, names=None, meta=None, geometry=None, spatial_ndim=2, layout="tiled",
                tile=None, compression=None, compression_opts=None, checksum=False, overwrite=False,
                progress=None, check_finite=False, label_stats=False, channel_stats=False,
-               provenance=None, warn_axes=True, report=None) -> str:
+               provenance=None, warn_axes=True, report=None, tissue=None) -> str:
     """Write a store (see ``lazypatch.write_store``); returns the final path.
 
     ``warn_axes``: warn when the first image looks channels-first (``build``
@@ -496,6 +533,7 @@ def write_file(path, images, *, masks=None, names=None, meta=None, geometry=None
     tile, compression_opts = check_options(
         spatial_ndim, layout, tile, compression, compression_opts, checksum
     )
+    tissue = check_tissue(tissue, spatial_ndim)
     if not isinstance(channel_stats, bool):
         raise ParameterTypeError(f"channel_stats must be True or False, got {channel_stats!r}")
     if provenance is not None and not isinstance(provenance, Mapping):
@@ -516,6 +554,8 @@ def write_file(path, images, *, masks=None, names=None, meta=None, geometry=None
         if not shapes:
             raise ParameterError("images is empty: a store needs at least one image")
         prevalidate(images, masks, spatial_ndim, shapes)
+        if tissue is not None:
+            check_tissue_count(tissue, len(shapes))
         if given_tile is None and tile is not None:
             tile = default_tile(shapes, spatial_ndim)
     provenance_text = provenance_json(provenance, layout, tile, compression, compression_opts, checksum)
@@ -531,7 +571,7 @@ def write_file(path, images, *, masks=None, names=None, meta=None, geometry=None
                 compression_opts=compression_opts, checksum=checksum, planned_shapes=shapes,
                 check_finite=check_finite, label_block=_label_block(label_stats, spatial_ndim, masks),
                 channel_stats=channel_stats, provenance=provenance_text, on_bytes=bar.update,
-                warn_axes=warn_axes, count_labels=report is not None,
+                warn_axes=warn_axes, count_labels=report is not None, tissue=tissue,
             )
             for position, image, mask, name, image_meta, image_geometry in zip_inputs(
                     images, masks, names, meta, geometry):
@@ -635,6 +675,7 @@ def write_store(
     label_stats=False,
     channel_stats: bool = False,
     provenance: dict | None = None,
+    tissue=None,
 ) -> "ImageStore":
     """Write images (and optional masks) into one HDF5 store, atomically.
 
@@ -705,6 +746,15 @@ def write_store(
         JSON-able facts to record with the store (e.g. the source folder); the
         store's ``provenance`` attribute also records the lazypatch and Python
         versions, the time and the layout options.
+    tissue : sequence of array-like or None, optional
+        One low-resolution tissue mask per image (2-D stores only): a 2-D bool
+        array, or uint8 of 0 and 1, of any size (at least 1 per axis), or
+        None for an image without one; e.g. ``lazypatch.ingest.tissue.tissue_mask(
+        slide).mask``. Stored pixel (y, x) of an (H, W) image belongs to cell
+        ``(y * h // H, x * w // W)`` of its (h, w) mask, which covers the whole
+        image. Read back with ``ImageStore.tissue``, used by
+        ``foreground_filter(..., source="tissue")``; the store's format is then
+        1.2 (see :mod:`lazypatch.store.format`). All None: no tissue masks.
 
     Returns
     -------
@@ -755,6 +805,6 @@ def write_store(
             path, images, masks=masks, names=names, meta=meta, geometry=geometry, spatial_ndim=spatial_ndim,
             layout=layout, tile=tile, compression=compression, compression_opts=compression_opts,
             checksum=checksum, overwrite=overwrite, progress=progress, check_finite=check_finite,
-            label_stats=label_stats, channel_stats=channel_stats, provenance=provenance,
+            label_stats=label_stats, channel_stats=channel_stats, provenance=provenance, tissue=tissue,
         )
     return ImageStore(target)

@@ -329,3 +329,61 @@ def prevalidate(images, masks, spatial_ndim, shapes) -> None:
             mask_dtype = check_mask(mask, spatial, position, mask_dtype)
     if mask_list is not None and len(mask_list) != len(shapes):
         raise ParameterError(f"masks has {len(mask_list)} entries for {len(shapes)} images")
+
+
+def check_tissue(tissue, spatial_ndim: int):
+    """``tissue`` (one mask or None per image) as a list of C-contiguous uint8 0/1 masks
+    and Nones; None when it is None or holds no mask.
+
+    >>> [m.tolist() if m is not None else m for m in check_tissue([np.eye(2, dtype=bool), None], 2)]
+    [[[1, 0], [0, 1]], None]
+    >>> check_tissue([None, None], 2) is None
+    True
+    """
+    if tissue is None:
+        return None
+    if isinstance(tissue, (str, bytes, Mapping, np.ndarray)) or not hasattr(tissue, "__iter__"):
+        raise ParameterTypeError(
+            f"tissue must be a sequence with one 2-D mask (or None) per image, got {type(tissue).__name__}"
+        )
+    masks = []
+    for position, mask in enumerate(tissue):
+        if mask is None:
+            masks.append(None)
+            continue
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(mask, torch.Tensor):
+            mask = mask.detach().cpu().numpy()
+        if isinstance(mask, (str, bytes, Mapping)) or not (hasattr(mask, "__array__")
+                                                           or isinstance(mask, (list, tuple))):
+            raise ParameterTypeError(f"tissue {position} must be a 2-D array or None, got {type(mask).__name__}")
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or min(mask.shape) < 1:
+            raise ParameterError(
+                f"tissue {position} must be a 2-D mask (h, w) with at least one cell per axis, "
+                f"got shape {mask.shape}"
+            )
+        if mask.dtype.kind != "b" and mask.dtype != np.uint8:
+            raise ParameterError(
+                f"tissue {position} must be bool, or uint8 of 0 and 1, got dtype {mask.dtype}"
+            )
+        if mask.dtype == np.uint8 and mask.max() > 1:
+            raise ParameterError(
+                f"tissue {position} must hold 0 and 1 only (uint8), got values up to {int(mask.max())}"
+            )
+        mask = np.ascontiguousarray(mask)
+        masks.append(mask.view(np.uint8) if mask.dtype.kind == "b" else mask)  # no copy of C-ordered masks
+    if all(mask is None for mask in masks):
+        return None
+    if spatial_ndim != 2:
+        raise ParameterError(
+            f"tissue masks apply to 2-D stores (slides), got tissue with spatial_ndim={spatial_ndim}"
+        )
+    return masks
+
+
+def check_tissue_count(tissue: list, count: int) -> None:
+    """``tissue`` has one entry per image."""
+    if len(tissue) != count:
+        raise ParameterError(f"tissue has {len(tissue)} entries for {count} images; give one mask "
+                             "(or None) per image")

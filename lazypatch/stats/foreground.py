@@ -15,6 +15,10 @@ thumbnail of an image of more than 16 Mi pixels is read first, about 1/step
 of the image (NOTE [reading the thumbnail]). The keep-bitmaps are the ones
 the integral-image implementation before them computed, bit for bit
 (tests/stats/test_foreground_speed.py keeps it as the oracle).
+
+With ``source="tissue"`` no pixel is read: each image's low-resolution
+tissue mask (stored by ``lazypatch build --tissue otsu``) gives every
+patch's fraction exactly, as if upsampled to the image (NOTE [upsampled masks]).
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ import sys
 import numpy as np
 
 from ..errors import IntegrityError, ParameterError, ParameterTypeError, StoreFormatError
-from ..grid import check_edge
+from ..grid import axis_tuple, check_edge
 from ..index import FilteredIndex, PatchIndex
 from ..store import ImageStore, sidecar
 from ..store import format as fmt
 from ..store.reading.gathers import page_aligned
 
-__all__ = ["foreground_filter", "load_filter", "otsu_threshold", "patch_fractions"]
+__all__ = ["foreground_filter", "load_filter", "otsu_threshold", "patch_fractions", "upsampled_fractions"]
 
 _BAND_BYTES = 8 << 20  # one band of pixels and what is computed from them (see _band_rows)
 _THUMBNAIL_BLOCK = 16 << 20  # pixels per block of the thumbnail's row sampling (see _thumbnail_rows)
@@ -41,6 +45,7 @@ _KEPT_BYTES = 64 << 20  # the most values of one image kept for a dense thumbnai
 _THUMBNAIL_BATCH = 64  # thumbnail rows per batch read
 _THUMBNAIL_SPAN = 64 << 20  # ... and the most bytes of image rows one batch spans (chunks it decodes)
 _LUT_SIZES = 1 << 20  # the most distinct channel sums of the exact integer path
+SOURCES = ("mask", "intensity", "tissue")  # where foreground_filter finds the foreground
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -209,6 +214,96 @@ def patch_fractions(shape, patch_size, stride, edge, read_band) -> np.ndarray:
                                  f"got {values.shape}")
         sums.add(r0, values)
     return sums.fractions()
+
+
+# -- from a tissue mask -----------------------------------------------------------------------
+# NOTE [upsampled masks]: a low-resolution (h, w) mask covers an (H, W) image, pixel (y, x)
+# in cell (y * h // H, x * w // W). A box's sum of the upsampled mask is R @ mask @ C.T, where
+# R[p, i] counts the rows of box p that fall in mask row i (C the same for columns). Neither
+# the full-resolution mask nor R is made: cell i holds pixels [b_i, b_i+1), b_i = ceil(i * H / h),
+# so with G(Y) = sum over pixels y < Y of mask[cell(y)] = (prefix of cell sums weighted by
+# cell sizes) + (Y - b_cell(Y)) * mask[cell(Y)], row p of R @ mask is G(hi_p) - G(lo_p).
+# Exact integers, O(h * w) per axis pass plus O(1) per box; masks larger than their image
+# (cells without pixels) work alike.
+_UPSAMPLE_BAND_CELLS = 1 << 20  # mask cells per band of the first (column) pass
+
+
+def _upsampled_box_sums(values: np.ndarray, length: int, lo: np.ndarray, hi: np.ndarray, axis: int):
+    """Sums of ``values`` nearest-upsampled along ``axis`` to ``length`` pixels, over the boxes
+    ``[lo, hi)`` of that axis (NOTE [upsampled masks]); int64, the axis replaced by the boxes."""
+    values = np.moveaxis(np.asarray(values, dtype=np.int64), axis, 0)
+    cells = values.shape[0]
+    bounds = -(-np.arange(cells + 1, dtype=np.int64) * length // cells)  # ceil(i * length / cells)
+    rest = (1,) * (values.ndim - 1)
+    prefix = np.zeros((cells + 1,) + values.shape[1:], np.int64)
+    np.cumsum(values * np.diff(bounds).reshape((-1,) + rest), axis=0, out=prefix[1:])
+    padded = np.concatenate([values, np.zeros((1,) + values.shape[1:], np.int64)])
+
+    def below(points):  # G(points): the upsampled sum over pixels [0, points)
+        cell = np.minimum(np.searchsorted(bounds, points, side="right") - 1, cells)
+        return prefix[cell] + (points - bounds[cell]).reshape((-1,) + rest) * padded[cell]
+
+    return np.moveaxis(below(hi) - below(lo), 0, axis)
+
+
+def upsampled_fractions(mask, shape, patch_size, stride=None, edge: str = "drop") -> np.ndarray:
+    """The fraction of every grid patch of an image that a low-resolution mask covers.
+
+    The (h, w) ``mask`` is nearest-upsampled over the whole (H, W) image: pixel
+    (y, x) takes cell ``(y * h // H, x * w // W)``. A patch's fraction is the mean
+    of the upsampled mask over its pixels, parts outside the image counting as
+    background, computed exactly without making the full-resolution mask (NOTE
+    [upsampled masks]).
+
+    Parameters
+    ----------
+    mask : array-like (h, w)
+        0/1 or bool, any size of at least one cell per axis.
+    shape : (H, W)
+        The image's spatial shape.
+    patch_size, stride, edge
+        The grid, as :class:`lazypatch.PatchIndex` takes it.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one fraction per patch in grid order (C order over the grid);
+        empty when the patch fits nowhere (``edge="drop"``).
+
+    Raises
+    ------
+    ParameterError, ParameterTypeError
+        A mask that is not 2-D, a shape that is not two positive integers, a bad grid.
+
+    Examples
+    --------
+    >>> mask = np.array([[1, 0], [0, 0]], bool)  # 2 x 2 cells over a 4 x 6 image
+    >>> upsampled_fractions(mask, (4, 6), (2, 4), stride=2).tolist()
+    [0.75, 0.25, 0.0, 0.0]
+    >>> upsampled_fractions(mask, (4, 6), (4, 6)).tolist()  # the whole image
+    [0.25]
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or min(mask.shape) < 1 or mask.dtype.kind not in "biu":
+        raise ParameterError(f"mask must be a 2-D 0/1 array with at least one cell per axis, got "
+                             f"shape {mask.shape} {mask.dtype}")
+    height, width = axis_tuple(shape, 2, "shape")
+    patch_size = axis_tuple(patch_size, 2, "patch_size")
+    stride = patch_size if stride is None else axis_tuple(stride, 2, "stride")
+    check_edge(edge)
+    bounds = []
+    for length, patch, step in zip((height, width), patch_size, stride):
+        origins = _axis_origins(length, patch, step, edge)
+        bounds.append((np.clip(origins, 0, length), np.clip(origins + patch, 0, length)))
+    (row_lo, row_hi), (col_lo, col_hi) = bounds
+    if len(row_lo) == 0 or len(col_lo) == 0:  # the patch fits in no place (edge="drop")
+        return np.zeros(0)
+    rows = max(1, _UPSAMPLE_BAND_CELLS // mask.shape[1])
+    columns = np.empty((mask.shape[0], len(col_lo)), np.int64)
+    for r0 in range(0, mask.shape[0], rows):
+        columns[r0:r0 + rows] = _upsampled_box_sums(mask[r0:r0 + rows], width, col_lo, col_hi, axis=1)
+    sums = _upsampled_box_sums(columns, height, row_lo, row_hi, axis=0)
+    return (sums / float(patch_size[0] * patch_size[1])).reshape(-1)
 
 
 # -- from intensity ------------------------------------------------------------------------
@@ -426,12 +521,16 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
     threshold : float in [0, 1]
         Minimum fraction of foreground pixels for a patch to be kept; the
         fractions are exact (every pixel of every patch counts).
-    source : {"mask", "intensity"}
+    source : {"mask", "intensity", "tissue"}
         Foreground from the masks (non-zero, or in ``classes``), or from the
         pixels' mean over channels against ``intensity``: a number, or
         ``"otsu"`` (Otsu's threshold of a thumbnail of each image, every k-th
         pixel per axis, about 10^6 pixels); ``darker=True`` (tissue on a
-        bright slide) keeps pixels below it.
+        bright slide) keeps pixels below it. Or from the tissue masks stored
+        with the images (``lazypatch build --tissue otsu``, ``write_store(...,
+        tissue=...)``): a patch's fraction is the mean of its image's mask
+        nearest-upsampled over the image (:func:`upsampled_fractions`); the
+        pixels are not read.
     classes : sequence of int, optional
         With ``source="mask"``: the labels that count as foreground (default:
         every non-zero label).
@@ -458,8 +557,10 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
     ------
     ParameterError, ParameterTypeError
         A bad grid, ``threshold`` outside [0, 1], an unknown ``source``,
-        ``source="mask"`` on a store without masks, a bad ``intensity`` or
-        ``progress``.
+        ``source="mask"`` on a store without masks, ``source="tissue"`` on a
+        store without tissue masks or with an image (that has patches) without
+        one (filtering it otherwise would keep all or none of its patches
+        silently), a bad ``intensity`` or ``progress``. Nothing is written then.
 
     Notes
     -----
@@ -491,10 +592,15 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
     check_edge(edge)
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise ParameterError(f"threshold must be a fraction in [0, 1], got {threshold!r}")
-    if source not in ("mask", "intensity"):
-        raise ParameterError(f"source must be 'mask' or 'intensity', got {source!r}")
+    if source not in SOURCES:
+        raise ParameterError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "mask" and not store.has_masks:
         raise ParameterError(f"source='mask' needs a store with masks; {store.path!r} has none")
+    if source == "tissue" and not store.has_tissue:
+        raise ParameterError(
+            f"source='tissue' needs a store with tissue masks; {store.path!r} has none: build it with "
+            "`lazypatch build ... --tissue otsu` (or write_store(..., tissue=...))"
+        )
     if source == "intensity" and not (intensity == "otsu" or isinstance(intensity, (int, float))):
         raise ParameterError(f"intensity must be 'otsu' or a number, got {intensity!r}")
     if progress is not None and not isinstance(progress, bool):
@@ -512,6 +618,11 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
         for image_id in range(len(store)):
             if index.counts[image_id] == 0:
                 continue
+            images = index.image_range(image_id)
+            if source == "tissue":
+                keep[images.start:images.stop] = _tissue_fractions(store, image_id, index, edge) >= threshold
+                bar.update(int(store.shapes[image_id, 0]))
+                continue
             sums = _PatchSums(store.shapes[image_id], index.patch_size, index.stride, edge)
             done = bar.n
             if source == "mask":
@@ -519,7 +630,6 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
             else:
                 thresholds[image_id] = _intensity_sums(store, image_id, sums, rule, intensity, bar)
             bar.update(done + sums.shape[0] - bar.n)  # rows skipped count as done
-            images = index.image_range(image_id)
             keep[images.start:images.stop] = sums.fractions() >= threshold
     if name is None:
         name = "x".join(map(str, index.patch_size)) + f"-s{'x'.join(map(str, index.stride))}-{edge}-{source}-{threshold:g}"
@@ -529,6 +639,19 @@ def foreground_filter(store, patch_size, stride=None, edge: str = "drop", *, thr
                     "threshold": float(threshold), "source": source, "patches": len(index),
                     "kept": int(keep.sum())})
     return path
+
+
+def _tissue_fractions(store, image_id: int, index: PatchIndex, edge: str) -> np.ndarray:
+    """The tissue fraction of every grid patch of one image, from its stored tissue mask."""
+    mask = store.tissue(image_id)
+    if mask is None:
+        name = store.names[image_id]
+        raise ParameterError(
+            f"source='tissue': image {image_id} ({name!r}) of {store.path!r} has no tissue mask, so "
+            "its patches can be neither kept nor dropped; build every image with --tissue otsu, "
+            "or filter with source='intensity'"
+        )
+    return upsampled_fractions(mask, store.shapes[image_id], index.patch_size, index.stride, edge)
 
 
 def load_filter(store, path, base: PatchIndex) -> FilteredIndex:

@@ -44,7 +44,10 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
         in the store or its sidecar, for ClassSampler), ``mask_labels`` (pixels per
         label value, from those statistics, else None), ``geometry`` (image 0's
         spacing and unit, and whether the first 256 images share them; None
-        without physical metadata), and with
+        without physical metadata), ``tissue_fraction`` (with tissue masks,
+        ``lazypatch build --tissue otsu``: each image's fraction of tissue, the
+        mean of its mask nearest-upsampled over the image, None for an image
+        without a mask; None for a store without masks), and with
         ``patch`` a ``grid`` entry (``patches``, ``images_without_patches``,
         ``bytes_per_epoch``).
 
@@ -63,8 +66,8 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     >>> facts = describe(path, patch=32)
     >>> facts["images"], facts["shape_max"], facts["grid"]["patches"]
     (1, [100, 80], 6)
-    >>> facts["names"], facts["label_stats"], facts["mask_labels"], facts["geometry"]
-    ({'count': 1, 'first': ['0'], 'last': []}, False, None, None)
+    >>> facts["names"], facts["label_stats"], facts["mask_labels"], facts["geometry"], facts["tissue_fraction"]
+    ({'count': 1, 'first': ['0'], 'last': []}, False, None, None, None)
     """
     if not isinstance(store, ImageStore):
         if not isinstance(store, (str, os.PathLike, list, tuple)):
@@ -111,6 +114,7 @@ def describe(store, patch=None, stride=None, edge="drop") -> dict:
     facts["label_stats"] = _has_label_stats(store)
     facts["mask_labels"] = _mask_labels(store) if facts["label_stats"] else None
     facts["geometry"] = _first_geometry(store)
+    facts["tissue_fraction"] = _tissue_fractions(store)
     if patch is not None:
         index = PatchIndex(shapes, patch, stride, edge)
         per_patch = int(np.prod(index.patch_size)) * store.channels * store.dtype.itemsize
@@ -154,6 +158,13 @@ def _first_geometry(store):
         return None
     same = all(store.geometry(k)["spacing"] == first["spacing"] for k in range(1, min(len(store), 256)))
     return {"spacing": list(first["spacing"]), "unit": first["unit"], "same_for_all": same}
+
+
+def _tissue_fractions(store):
+    """Each image's tissue fraction as stored at build time (None: no mask), or None."""
+    if not store.has_tissue:
+        return None
+    return [None if np.isnan(v) else round(v, 4) for v in store.tissue_fractions.tolist()]
 
 
 def _has_label_stats(store) -> bool:

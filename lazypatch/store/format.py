@@ -12,8 +12,9 @@ Root attributes
 ==============================  ==================================================================
 ``lazypatch_format``            ``"lazypatch-store"``
 ``lazypatch_format_version``    ``1``; readers refuse any other major version
-``lazypatch_format_minor``      ``1``; additions within the major version; absent means 0, and
-                                readers refuse a newer minor than they know (see Changes)
+``lazypatch_format_minor``      ``1`` or ``2``; additions within the major version; absent means 0,
+                                and readers refuse a newer minor than they know. A writer records
+                                the lowest minor that describes the store (see Changes)
 ``lazypatch_version``           the library version that wrote the store
 ``layout``                      ``"tiled"``, ``"contiguous"`` or ``"chunked"``
 ``spatial_ndim``                2 or 3
@@ -77,7 +78,24 @@ dataset                                shape, type                      content
                                                                         ``sumsq``, ``min``, ``max`` and
                                                                         ``sample``, a deterministic subsample of
                                                                         at most 2**20 values per channel
+``tissue/masks``                       (sum of h * w,) uint8            1.2, optional, 2-D stores only: each
+                                                                        image's low-resolution tissue mask, 0 or
+                                                                        1 per cell, in C order, back to back
+``tissue/shapes``                      (n, 2) int64                     (h, w) of each mask; (0, 0): none for
+                                                                        that image
+``tissue/offsets``                     (n + 1,) int64                   first cell of each mask: the cumulative
+                                                                        sum of h * w
+``tissue/crc32``                       (n,) uint32                      CRC32 of each image's mask bytes
+``tissue/fraction``                    (n,) float64                     each image's tissue fraction (below);
+                                                                        NaN without a mask
 =====================================  ===============================  ==========================================
+
+Every dataset of ``tissue`` carries a ``crc32`` attribute too. Stored pixel
+(y, x) of an (H, W) image belongs to mask cell ``(y * h // H, x * w // W)``:
+the mask, nearest-upsampled, covers the image's whole extent whatever its
+resolution (``lazypatch.ingest.tissue`` makes them from thumbnails at about
+8 um per pixel), and ``fraction`` is the mean of the upsampled mask over the
+image's pixels (``lazypatch.stats.foreground.upsampled_fractions``).
 
 Every dataset of ``label_stats`` and ``channel_stats`` (in a store or a
 sidecar) carries a ``crc32`` attribute, checked when it is loaded
@@ -99,14 +117,21 @@ Within version 1, each addition bumps the minor version; every earlier store kee
 
 - 1.0: the format above without the 1.1 items (lazypatch 0.1).
 - 1.1: the ``geometry`` text table and ``lazypatch_format_minor`` itself.
+- 1.2: the optional ``tissue`` group (``lazypatch build --tissue otsu``).
+
+A store is written with the lowest minor that describes it (``format_minor``):
+a store without tissue masks is 1.1, so lazypatch versions that read 1.1 keep
+opening every store that does not use 1.2's addition; one with masks is 1.2,
+which they refuse with an "upgrade" message rather than ignoring the masks.
 
 Validation
 ----------
 Everything read from a file is untrusted. At open (``read_store_info``) every
 table is checked against the attributes and the others (offsets recomputed
 from ``shapes``, the shapes and dtypes of ``pixels`` and ``masks``, one uint32
-CRC per image, n + 1 text offsets) and against the file size, so a truncated
-file is refused before anything is memory-mapped; links, external storage and
+CRC per image, n + 1 text offsets, the tissue tables' shapes and offsets)
+and against the file size, so a truncated file is refused before anything is
+memory-mapped; links, external storage and
 virtual datasets are refused; text offsets are checked before use; whatever
 HDF5 raises on damaged metadata becomes a ``StoreFormatError`` naming the path
 (``damage_is_format_error``). Stores are written once, atomically
@@ -146,6 +171,7 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -154,7 +180,8 @@ from ..grid import ceil_div
 
 FORMAT_NAME = "lazypatch-store"
 FORMAT_VERSION = 1  # major: a reader refuses any other
-FORMAT_MINOR = 1  # additions: a reader refuses a newer minor of its major (absent: 0)
+FORMAT_MINOR = 2  # additions: a reader refuses a newer minor of its major (absent: 0)
+MINOR_TISSUE = 2  # the minor that added the tissue group (see format_minor)
 LAYOUTS = ("tiled", "contiguous", "chunked")
 COMPRESSIONS = ("gzip", "lzf")
 # codecs of the hdf5plugin package: name -> (HDF5 filter id, level range or None)
@@ -241,7 +268,24 @@ OPTIONAL_TEXTS = {D_GEOMETRY: D_GEOMETRY_OFFSETS}
 ALL_TEXTS = {**TEXTS, **OPTIONAL_TEXTS}
 G_CHANNEL_STATS = "channel_stats"  # group of ChannelStats, in the store or a sidecar
 G_LABEL_STATS = "label_stats"  # group of LabelStats rows, in the store or a sidecar
+G_TISSUE = "tissue"  # per-image tissue masks (format 1.2; optional)
+D_TISSUE_MASKS = "tissue/masks"
+D_TISSUE_SHAPES = "tissue/shapes"
+D_TISSUE_OFFSETS = "tissue/offsets"
+D_TISSUE_CRC = "tissue/crc32"
+D_TISSUE_FRACTION = "tissue/fraction"
+TISSUE_TABLES = (D_TISSUE_MASKS, D_TISSUE_SHAPES, D_TISSUE_OFFSETS, D_TISSUE_CRC, D_TISSUE_FRACTION)
+MAX_TISSUE_SIDE = 1 << 20  # cells per axis of one tissue mask
 D_INFO_CRC = "info_crc32"  # CRC32 of each image's name and meta text (optional in version 1)
+
+
+def format_minor(tissue: bool) -> int:
+    """The minor version a writer records: the lowest that describes the store (see Changes).
+
+    >>> format_minor(False), format_minor(True)
+    (1, 2)
+    """
+    return MINOR_TISSUE if tissue else 1
 
 
 def info_crc(name: str, meta: str) -> int:
@@ -344,6 +388,16 @@ class StoreInfo:
     file_size: int
     identity: tuple  # (size, mtime_ns, inode)
     attrs: dict = field(default_factory=dict)
+    tissue: TissueInfo | None = None  # format 1.2: the tissue tables, when the store has them
+
+
+class TissueInfo(NamedTuple):
+    """The small tables of a store's ``tissue`` group, read and checked at open."""
+
+    shapes: np.ndarray  # (n, 2) int64; (0, 0) where an image has no mask
+    offsets: np.ndarray  # (n + 1,) int64: first cell of each mask in ``tissue/masks``
+    crcs: np.ndarray  # (n,) uint32: CRC32 of each mask's bytes
+    fractions: np.ndarray  # (n,) float64: tissue fraction of each image (NaN: no mask)
 
 
 def _library_version() -> str:
@@ -706,10 +760,54 @@ def _describe(f, path: str, stat) -> StoreInfo:
                 f"{path!r}: {blob_name!r} must be UTF-8 bytes with {num_images + 1} int64 "
                 f"{offsets_name!r}"
             )
+    tissue = _tissue_info(f, path, ndim, num_images, stat.st_size) if G_TISSUE in f else None
     attrs = {key: _plain(value) for key, value in f.attrs.items()}
     return StoreInfo(
         path=path, layout=layout, spatial_ndim=ndim, channels=channels,
         channel_axis=channel_axis, tile=tile, compression=compression, checksum=checksum,
         shapes=shapes, offsets=expected, pixels=pixels, masks=masks,
-        file_size=stat.st_size, identity=file_identity(stat), attrs=attrs,
+        file_size=stat.st_size, identity=file_identity(stat), attrs=attrs, tissue=tissue,
     )
+
+
+def _tissue_info(f, path: str, ndim: int, num_images: int, file_size: int) -> TissueInfo:
+    """The tissue group's tables, each checked against the others and the file (format 1.2)."""
+    import h5py
+
+    link = f.get(G_TISSUE, getlink=True)
+    if not isinstance(link, h5py.HardLink) or not isinstance(f[G_TISSUE], h5py.Group):
+        raise StoreFormatError(f"{path!r}: {G_TISSUE!r} must be a group of the store itself")
+    if ndim != 2:
+        raise StoreFormatError(f"{path!r}: a {G_TISSUE!r} group in a {ndim}-D store; tissue masks are 2-D only")
+    tables = {name: _dataset(f, name, path) for name in TISSUE_TABLES}
+    expected = {D_TISSUE_MASKS: (None, np.uint8), D_TISSUE_SHAPES: ((num_images, 2), np.int64),
+                D_TISSUE_OFFSETS: ((num_images + 1,), np.int64), D_TISSUE_CRC: ((num_images,), np.uint32),
+                D_TISSUE_FRACTION: ((num_images,), np.float64)}
+    for name, (shape, dtype) in expected.items():
+        dataset = tables[name]
+        if dataset.dtype != dtype or (dataset.ndim != 1 if shape is None else dataset.shape != shape):
+            wanted = "1-D" if shape is None else str(shape)
+            raise StoreFormatError(
+                f"{path!r}: {name!r} has shape {dataset.shape} ({dataset.dtype}), expected {wanted} "
+                f"{np.dtype(dtype).name} (damaged store)"
+            )
+    shapes = tables[D_TISSUE_SHAPES][()]
+    offsets = tables[D_TISSUE_OFFSETS][()]
+    none = (shapes == 0).all(axis=1)
+    if shapes.size and ((shapes[~none] < 1).any() or shapes.max() > MAX_TISSUE_SIDE):
+        raise StoreFormatError(f"{path!r}: {D_TISSUE_SHAPES!r} holds impossible mask sizes (damaged store)")
+    cumulative = np.zeros(num_images + 1, np.int64)
+    np.cumsum(shapes.prod(axis=1), out=cumulative[1:])
+    masks = tables[D_TISSUE_MASKS]
+    if not np.array_equal(offsets, cumulative) or masks.shape[0] != cumulative[-1]:
+        raise StoreFormatError(
+            f"{path!r}: {D_TISSUE_OFFSETS!r} disagrees with {D_TISSUE_SHAPES!r} or with the "
+            f"{masks.shape[0]} cells of {D_TISSUE_MASKS!r} (damaged store)"
+        )
+    offset = masks.id.get_offset()
+    if offset is not None and offset + masks.shape[0] > file_size:
+        raise StoreFormatError(
+            f"{path!r} is truncated or damaged: {D_TISSUE_MASKS!r} needs bytes up to "
+            f"{offset + masks.shape[0]}, the file has {file_size}"
+        )
+    return TissueInfo(shapes, offsets, tables[D_TISSUE_CRC][()], tables[D_TISSUE_FRACTION][()])

@@ -154,8 +154,10 @@ class ImageStore:
     -----
     Facts: ``len(store)``, ``shapes`` ((n, spatial_ndim) int64), ``channels``,
     ``channel_axis``, ``dtype``, ``mask_dtype``, ``has_masks``, ``layout``,
-    ``tile``, ``compression``, ``names``, ``meta(i)``, ``attrs``, ``nbytes``,
-    ``paths``. Reads: ``read(i)`` and ``read_mask(i)`` (whole, original shape);
+    ``tile``, ``compression``, ``names``, ``meta(i)``, ``geometry(i)``,
+    ``has_tissue``, ``tissue(i)`` (a low-resolution tissue mask),
+    ``tissue_fractions``, ``attrs``,
+    ``nbytes``, ``paths``. Reads: ``read(i)`` and ``read_mask(i)`` (whole, original shape);
     ``read_region`` / ``read_mask_region`` (one box, padded where it leaves
     the image); the batched ``read_regions`` / ``read_mask_regions``;
     ``prefetch_regions`` (start reading a later batch); ``preload()`` (for
@@ -330,6 +332,11 @@ class ImageStore:
         return self._info.masks is not None
 
     @property
+    def has_tissue(self) -> bool:
+        """Whether the store holds tissue masks (format 1.2; in any of its shards)."""
+        return any(shard.info.tissue is not None for shard in self._shards)
+
+    @property
     def tile(self) -> tuple | None:
         return self._common("tile")
 
@@ -462,6 +469,55 @@ class ImageStore:
         if geometry["spacing"] is not None:
             geometry["spacing"] = tuple(float(v) for v in geometry["spacing"])
         return geometry
+
+    @property
+    def tissue_fractions(self) -> np.ndarray:
+        """Each image's tissue fraction, (n,) float64: the mean of its tissue mask
+        nearest-upsampled over the image, computed when the store was written; NaN
+        for an image without a mask (every image, in a store without tissue)."""
+        parts = [np.full(len(shard.info.shapes), np.nan) if shard.info.tissue is None
+                 else shard.info.tissue.fractions for shard in self._shards]
+        fractions = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.array(fractions, dtype=np.float64)
+
+    def tissue(self, image_id) -> np.ndarray | None:
+        """The low-resolution tissue mask of one image, (h, w) bool, or None when it has none.
+
+        Stored pixel (y, x) of an (H, W) image belongs to cell ``(y * h // H,
+        x * w // W)``: the mask covers the whole image (``lazypatch build
+        --tissue otsu`` makes it from a thumbnail at about 8 um per pixel; see
+        :mod:`lazypatch.ingest.tissue`). Each mask is checked against its CRC32.
+
+        Raises
+        ------
+        IntegrityError
+            The mask's bytes differ from the CRC32 stored with them.
+        StoreFormatError
+            Its part of the file cannot be read (damaged HDF5 structure).
+
+        >>> import numpy as np, tempfile, os
+        >>> from lazypatch import write_store
+        >>> store = write_store(os.path.join(tempfile.mkdtemp(), "s.h5"), [np.zeros((40, 60, 3), np.uint8)] * 2,
+        ...                     tissue=[np.eye(2, 3, dtype=bool), None], progress=False)
+        >>> store.has_tissue, store.tissue(0).astype(int).tolist(), store.tissue(1)
+        (True, [[1, 0, 0], [0, 1, 0]], None)
+        >>> store.tissue_fractions.round(4).tolist()  # 2 of 6 cells, each 20 x 20 pixels
+        [0.3333, nan]
+        """
+        from ..errors import IntegrityError
+
+        number, local = self._route(self._check_image_id(image_id))
+        info = self._shards[number].info
+        table = info.tissue
+        if table is None or not table.shapes[local].all():
+            return None
+        start, stop = (int(v) for v in table.offsets[local:local + 2])
+        with fmt.damage_is_format_error(info.path, f"the tissue mask of image {image_id}"):
+            cells = self._get_handles(number).h5[fmt.D_TISSUE_MASKS][start:stop]
+        damage = fmt.crc_damage(f"the tissue mask of image {image_id}", table.crcs[local], cells)
+        if damage is not None:
+            raise IntegrityError(f"{info.path!r} is damaged: {damage}")
+        return (cells != 0).reshape(tuple(int(v) for v in table.shapes[local]))
 
     def has_table(self, name: str) -> bool:
         """Whether every shard holds the per-image table ``name`` (optional ones came later)."""
@@ -762,12 +818,14 @@ class ImageStore:
         """Re-read every image and mask and compare with the CRC32s stored at build time.
 
         Returns one dict per damage found (``image``, ``name``, ``what`` -
-        ``"pixels"``, ``"mask"`` or ``"info"`` for the name and meta - and
-        ``reason``); an empty list means every byte is as written. Unreadable
-        data (a failing chunk checksum, a truncated file) counts as damage.
-        A damaged names table names images by number only. Statistics written
-        into the store (label and channel statistics) are checked too; their
-        damage has ``image`` and ``name`` None and ``what`` ``"statistics"``.
+        ``"pixels"``, ``"mask"``, ``"tissue"`` (its tissue mask) or ``"info"``
+        for the name and meta - and ``reason``); an empty list means every byte
+        is as written. Unreadable data (a failing chunk checksum, a truncated
+        file) counts as damage. A damaged names table names images by number
+        only. Statistics written into the store (label and channel statistics),
+        the geometry table and the tissue tables are checked too; their damage
+        has ``image`` and ``name`` None and ``what`` ``"statistics"``,
+        ``"geometry"`` or ``"tissue"``.
         See :mod:`lazypatch.store.verify`.
         """
         from .verify import verify

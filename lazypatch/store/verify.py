@@ -1,4 +1,5 @@
-"""``verify``: every image, mask, name, meta and stored statistic against its build-time CRC32.
+"""``verify``: every image, mask, name, meta, tissue mask and stored statistic against its
+build-time CRC32.
 
 :meth:`ImageStore.verify` and ``lazypatch verify`` call it; it reads through
 the store's public reading API only (bands of bounded size), so it checks
@@ -39,6 +40,11 @@ def verify(store, progress=None) -> list:
                 if crc != int(crcs[image_id]):
                     damaged.append({"image": image_id, "what": what,
                                     "reason": f"CRC32 {crc:08x}, stored {int(crcs[image_id]):08x}"})
+            if store.has_tissue:
+                try:
+                    store.tissue(image_id)  # checks the mask against its CRC32
+                except (OSError, LazypatchError) as exc:
+                    damaged.append({"image": image_id, "what": "tissue", "reason": str(exc)})
             bar.update(1)
     try:
         names = store.names
@@ -47,7 +53,7 @@ def verify(store, progress=None) -> list:
     for entry in damaged:
         entry["name"] = names[entry["image"]]
     damaged.sort(key=lambda entry: entry["image"])
-    return damaged + _statistics_damage(store) + _geometry_damage(store)
+    return damaged + _statistics_damage(store) + _geometry_damage(store) + _tissue_damage(store)
 
 
 def image_crc(store, image_id: int, mask: bool = False) -> int:
@@ -70,6 +76,14 @@ def _geometry_damage(store) -> list:
     return _crc_damage(store, "geometry", lambda shard: [
         root[name] for root in [store.group("/", shard)]
         for name in (fmt.D_GEOMETRY, fmt.D_GEOMETRY_OFFSETS) if name in root])
+
+
+def _tissue_damage(store) -> list:
+    """Damage to the tissue group's tables (format 1.2; CRC32 per dataset). The masks
+    themselves are checked image by image, with their own CRC32s, in ``verify``."""
+    tables = (fmt.D_TISSUE_SHAPES, fmt.D_TISSUE_OFFSETS, fmt.D_TISSUE_CRC, fmt.D_TISSUE_FRACTION)
+    return _crc_damage(store, "tissue", lambda shard: [
+        root[name] for root in [store.group("/", shard)] if fmt.G_TISSUE in root for name in tables])
 
 
 def _crc_damage(store, what: str, datasets_of) -> list:
